@@ -1,0 +1,58 @@
+from setuptools import find_namespace_packages
+from setuptools import setup
+
+
+def read(name):
+    with open(name, encoding="utf-8") as f:
+        return f.read()
+
+
+setup(
+    name="plone.recipe.zope2zeoserver",
+    version="2.0.0",
+    description="zc.buildout recipe that installs and runs a ZEO server",
+    long_description=read("README.rst") + "\n\n" + read("CHANGES.rst"),
+    long_description_content_type="text/x-rst",
+    author="Plone Foundation",
+    author_email="plone-developers@lists.sourceforge.net",
+    url="https://github.com/plone/plone.recipe.zope2zeoserver",
+    license="ZPL-2.1",
+    classifiers=[
+        "Framework :: Buildout",
+        "Framework :: Buildout :: Recipe",
+        "Framework :: ZODB",
+        "License :: OSI Approved :: Zope Public License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Database",
+    ],
+    keywords="buildout recipe zeo zodb zope plone",
+    python_requires=">=3.10",
+    packages=find_namespace_packages("src", include=["plone.*"]),
+    package_dir={"": "src"},
+    package_data={"plone.recipe.zope2zeoserver": ["*.in"]},
+    include_package_data=True,
+    zip_safe=False,
+    install_requires=[
+        "setuptools",
+        "zc.buildout >= 5",
+        "zc.recipe.egg >= 4",
+        "ZODB >= 6",
+        "ZEO >= 6",
+        "ZConfig >= 4",
+        "zdaemon >= 5",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout"],
+    },
+    entry_points={
+        "zc.buildout": ["default = plone.recipe.zope2zeoserver.recipe:Recipe"],
+        "zc.buildout.uninstall": [
+            "default = plone.recipe.zope2zeoserver.recipe:uninstall"
+        ],
+    },
+)

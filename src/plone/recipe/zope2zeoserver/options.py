@@ -1,0 +1,482 @@
+"""Every option of a part, parsed and validated once into `Settings`.
+
+This module is the only place where an option's name, default and
+validation appear.  Bad input raises `zc.buildout.UserError` naming the
+part, the option and the value, so buildout stops before anything is
+written.
+"""
+
+import dataclasses
+import difflib
+import ipaddress
+import logging
+import os
+import pwd
+import re
+
+import zc.buildout
+
+
+logger = logging.getLogger("plone.recipe.zope2zeoserver")
+
+LOG_LEVELS = (
+    "critical", "fatal", "error", "warn", "warning", "info", "blather",
+    "debug", "trace", "all", "notset",
+)
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+# Options that ZEO 6 cannot honour yet; each has an issue of its own.
+NOT_AVAILABLE = {
+    "authentication-database": (
+        "ZEO 6 has no digest authentication; TLS client certificates "
+        "will replace it in a later 2.x release"),
+    "authentication-realm": (
+        "it only applies to authentication-database, which is not "
+        "available yet"),
+    "pack-user": "ZEO 6 has no password authentication",
+    "pack-password": "ZEO 6 has no password authentication",
+    "monitor-address": (
+        "ZEO 6 removed the monitor server; it will come back in a later "
+        "2.x release"),
+}
+
+# Keys that buildout itself, zc.recipe.egg or this recipe write into the
+# part's options; they are not user typos.
+MACHINE_KEYS = {
+    "recipe", "_b", "_d", "_e", "executable", "eggs-directory",
+    "develop-eggs-directory", "find-links", "index", "location",
+    "zeo-var", "zeo-conf-path", "control-script",
+}
+
+# option name -> default (as text, the way buildout.cfg would spell it).
+# ``None`` means "not set".  Path defaults are relative to the buildout
+# directory; ``{var}`` and ``{part}`` are filled in per part.
+DEFAULTS = {
+    "zope2-location": None,
+    "zeopack": None,
+    "zeopack-script-name": "zeopack",
+    "repozo": None,
+    "repozo-script-name": "repozo",
+    "zeo-conf": None,
+    "zeo-address": "8100",
+    "effective-user": None,
+    "invalidation-queue-size": "100",
+    "invalidation-age": None,
+    "transaction-timeout": None,
+    "read-only": "false",
+    "client-conflict-resolution": "false",
+    "msgpack": None,
+    "var": "var",
+    "zeo-log": "{var}/log/{part}.log",
+    "zeo-log-format": "%(asctime)s %(message)s",
+    "zeo-log-custom": None,
+    "zeo-log-level": "info",
+    "zeo-log-max-size": None,
+    "zeo-log-old-files": None,
+    "storage-number": "1",
+    "file-storage": "{var}/filestorage/Data.fs",
+    "blob-storage": None,
+    "socket-name": "{var}/zeo.zdsock",
+    "pid-file": "{var}/{part}.pid",
+    "pack-days": "1",
+    "pack-gc": "true",
+    "pack-keep-old": "true",
+    "zeo-conf-additional": None,
+    "start-timeout": "30",
+    "stop-timeout": "30",
+    "relative-paths": None,
+    "eggs": None,
+    "extra-paths": None,
+    "initialization": None,
+    **{name: None for name in NOT_AVAILABLE},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """Where the server listens: a TCP host and port, or a unix socket."""
+
+    host: str = None
+    port: int = None
+    path: str = None
+
+    @property
+    def is_unix(self):
+        return self.path is not None
+
+    def __str__(self):
+        if self.is_unix:
+            return self.path
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One part's configuration, every value checked and paths absolute."""
+
+    part: str
+    buildout_dir: str
+    part_dir: str
+    bin_dir: str
+    var: str
+    zope2_location: str
+    zeopack: str          # '' = no script, None = ours, else script to wrap
+    zeopack_script_name: str
+    repozo: str           # '' = no script, None = ZODB's, else script to wrap
+    repozo_script_name: str
+    zeo_conf: str         # user's zeo.conf to %include, or None
+    address: Address
+    effective_user: str
+    invalidation_queue_size: int
+    invalidation_age: float
+    transaction_timeout: int
+    read_only: bool
+    client_conflict_resolution: bool
+    msgpack: bool
+    zeo_log: str
+    zeo_log_format: str
+    zeo_log_custom: str
+    zeo_log_level: str
+    zeo_log_max_size: str
+    zeo_log_old_files: int
+    storage_number: str
+    file_storage: str
+    blob_storage: str
+    socket_name: str
+    pid_file: str
+    pack_days: float
+    pack_gc: bool
+    pack_keep_old: bool
+    zeo_conf_additional: str
+    start_timeout: int
+    stop_timeout: int
+    relative_paths: str   # buildout directory when on, else ''
+    eggs: tuple
+    extra_paths: tuple
+    initialization: str
+
+    @property
+    def zeo_conf_path(self):
+        return os.path.join(self.part_dir, "etc", "zeo.conf")
+
+    @property
+    def runzeo_path(self):
+        return os.path.join(self.part_dir, "bin", "runzeo")
+
+    @property
+    def transcript(self):
+        """zdaemon copies the server's stdout/stderr here: what it printed
+        before its logging was set up is the reason a start failed."""
+        return os.path.join(os.path.dirname(self.zeo_log),
+                            f"{self.part}-transcript.log")
+
+    def writable_dirs(self):
+        """Directories the server writes to, created at buildout time."""
+        dirs = [os.path.dirname(p) for p in (
+            self.file_storage, self.zeo_log, self.pid_file, self.socket_name)]
+        if self.blob_storage:
+            dirs.append(self.blob_storage)
+        if self.address.is_unix:
+            dirs.append(os.path.dirname(self.address.path))
+        return list(dict.fromkeys(dirs))
+
+
+class Reader:
+    """Reads raw option values of one part and turns them into Python
+    values, raising UserError that names the part and the option."""
+
+    def __init__(self, buildout, name, options):
+        self.name = name
+        self.options = options
+        self.buildout_dir = buildout["buildout"]["directory"]
+        self.buildout_options = buildout["buildout"]
+
+    def fail(self, option, value, why):
+        raise zc.buildout.UserError(
+            f"[{self.name}] {option} = {value!r}: {why}")
+
+    var = None  # set once the var option is read; path defaults use it
+
+    def raw(self, option):
+        value = self.options.get(option)
+        if value is None and DEFAULTS[option] is not None:
+            return DEFAULTS[option].replace("{var}", self.var or "").replace(
+                "{part}", self.name)
+        return value
+
+    def text(self, option):
+        value = self.raw(option)
+        return value.strip() if value is not None else None
+
+    def path(self, option):
+        """An absolute path; relative ones are relative to the buildout."""
+        value = self.text(option)
+        if not value:
+            return None
+        return os.path.normpath(os.path.join(
+            self.buildout_dir, os.path.expanduser(value)))
+
+    def existing_path(self, option):
+        path = self.path(option)
+        if path and not os.path.exists(path):
+            self.fail(option, self.text(option),
+                      f"{path} does not exist; fix the path or remove the option")
+        return path
+
+    def integer(self, option, minimum=None, maximum=None):
+        value = self.text(option)
+        if not value:
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(option, value, "expected a whole number")
+        self.check_range(option, value, number, minimum, maximum)
+        return number
+
+    def number(self, option, minimum=None):
+        value = self.text(option)
+        if not value:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(option, value, "expected a number")
+        self.check_range(option, value, number, minimum, None)
+        return number
+
+    def check_range(self, option, value, number, minimum, maximum):
+        if minimum is not None and number < minimum:
+            self.fail(option, value, f"must be at least {minimum}")
+        if maximum is not None and number > maximum:
+            self.fail(option, value, f"must be at most {maximum}")
+
+    def boolean(self, option):
+        value = self.text(option)
+        if value is None or value == "":
+            return None
+        if value.lower() in TRUE_WORDS:
+            return True
+        if value.lower() in FALSE_WORDS:
+            return False
+        self.fail(option, value, "expected true or false")
+
+    def lines(self, option):
+        value = self.raw(option) or ""
+        return tuple(line.strip() for line in value.splitlines()
+                     if line.strip())
+
+    def script_source(self, option, default_name):
+        """zeopack/repozo: None = our default, '' = no script, else a file
+        (a directory is searched for DEFAULT_NAME.py)."""
+        value = self.options.get(option)
+        if value is None:
+            return None
+        if not value.strip():
+            return ""
+        path = self.existing_path(option)
+        if os.path.isdir(path):
+            script = os.path.join(path, default_name + ".py")
+            if not os.path.isfile(script):
+                self.fail(option, value,
+                          f"directory {path} has no {default_name}.py")
+            return script
+        return path
+
+    def script_name(self, option):
+        value = self.text(option)
+        if not value or os.sep in value or value.startswith("."):
+            self.fail(option, value,
+                      "expected a plain file name for the script in bin/")
+        return value
+
+    def address(self, option="zeo-address"):
+        value = self.text(option)
+        if not value:
+            self.fail(option, value, "expected PORT, HOST:PORT, [IPv6]:PORT "
+                      "or a unix socket path")
+        if "/" in value:
+            return Address(path=os.path.normpath(
+                os.path.join(self.buildout_dir, value)))
+        host, sep, port = value.rpartition(":")
+        if not sep:
+            host = "127.0.0.1"
+        elif host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            self.check_ip(option, value, host)
+        elif ":" in host:
+            self.fail(option, value,
+                      "write an IPv6 address in brackets, e.g. [::1]:8100")
+        elif not host:
+            self.fail(option, value, "give a host, e.g. 127.0.0.1:PORT, or "
+                      "0.0.0.0:PORT to listen on all interfaces")
+        elif not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?",
+                              host):
+            self.fail(option, value, f"{host!r} is not a host name or address")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(option, value, "the port must be a number from 1 to "
+                      "65535")
+        return Address(host=host.lower(), port=int(port))
+
+    def check_ip(self, option, value, host):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            self.fail(option, value, f"{host!r} is not an IPv6 address")
+
+    def user(self, option):
+        value = self.text(option)
+        if not value:
+            return None
+        try:
+            if value.isdigit():
+                pwd.getpwuid(int(value))
+            else:
+                pwd.getpwnam(value)
+        except KeyError:
+            self.fail(option, value, "no such user on this machine; create "
+                      "the user or fix the name")
+        return value
+
+    def log_size(self, option):
+        value = self.text(option)
+        if not value:
+            return None
+        if not re.fullmatch(r"\d+\s*(KB|MB|GB)?", value, re.IGNORECASE):
+            self.fail(option, value, "expected a size such as 10MB, 500KB "
+                      "or a number of bytes")
+        return value
+
+    def relative_paths(self):
+        value = self.options.get(
+            "relative-paths", self.buildout_options.get("relative-paths",
+                                                        "false"))
+        if value.strip().lower() in TRUE_WORDS:
+            return self.buildout_dir
+        if value.strip().lower() in FALSE_WORDS:
+            return ""
+        self.fail("relative-paths", value, "expected true or false")
+
+    def warn_unknown(self):
+        for key in self.options:
+            if key in DEFAULTS or key in MACHINE_KEYS:
+                continue
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            logger.warning("[%s] unknown option %r is ignored%s",
+                           self.name, key, hint)
+
+
+def read_settings(buildout, name, options):
+    """Parse and check every option of part NAME into a `Settings`."""
+    r = Reader(buildout, name, options)
+    r.warn_unknown()
+    for option, why in NOT_AVAILABLE.items():
+        if option in options:
+            r.fail(option, options[option],
+                   f"not available in this release: {why}. Remove the option.")
+
+    var = r.var = r.path("var")
+    log_level = r.text("zeo-log-level").lower()
+    if log_level not in LOG_LEVELS and not log_level.isdigit():
+        r.fail("zeo-log-level", log_level,
+               "expected one of " + ", ".join(LOG_LEVELS))
+    storage_number = r.text("storage-number")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", storage_number or ""):
+        r.fail("storage-number", storage_number,
+               "a storage name is letters, digits, '.', '_' or '-'")
+    zope2_location = r.existing_path("zope2-location")
+
+    settings = Settings(
+        part=name,
+        buildout_dir=r.buildout_dir,
+        part_dir=os.path.join(buildout["buildout"]["parts-directory"], name),
+        bin_dir=buildout["buildout"]["bin-directory"],
+        var=var,
+        zope2_location=zope2_location,
+        zeopack=zope2_default(r.script_source("zeopack", "zeopack"),
+                              zope2_location, "zeopack"),
+        zeopack_script_name=r.script_name("zeopack-script-name"),
+        repozo=zope2_default(r.script_source("repozo", "repozo"),
+                             zope2_location, "repozo"),
+        repozo_script_name=r.script_name("repozo-script-name"),
+        zeo_conf=r.existing_path("zeo-conf"),
+        address=r.address(),
+        effective_user=r.user("effective-user"),
+        invalidation_queue_size=r.integer("invalidation-queue-size", 0),
+        invalidation_age=r.number("invalidation-age", 0),
+        transaction_timeout=r.integer("transaction-timeout", 1),
+        read_only=r.boolean("read-only"),
+        client_conflict_resolution=r.boolean("client-conflict-resolution"),
+        msgpack=r.boolean("msgpack"),
+        zeo_log=r.path("zeo-log"),
+        zeo_log_format=r.text("zeo-log-format"),
+        zeo_log_custom=r.raw("zeo-log-custom"),
+        zeo_log_level=log_level,
+        zeo_log_max_size=r.log_size("zeo-log-max-size"),
+        zeo_log_old_files=r.integer("zeo-log-old-files", 0),
+        storage_number=storage_number,
+        file_storage=r.path("file-storage"),
+        blob_storage=r.path("blob-storage"),
+        socket_name=r.path("socket-name"),
+        pid_file=r.path("pid-file"),
+        pack_days=r.number("pack-days", 0),
+        pack_gc=r.boolean("pack-gc"),
+        pack_keep_old=r.boolean("pack-keep-old"),
+        zeo_conf_additional=r.raw("zeo-conf-additional"),
+        start_timeout=r.integer("start-timeout", 1),
+        stop_timeout=r.integer("stop-timeout", 1),
+        relative_paths=r.relative_paths(),
+        eggs=r.lines("eggs"),
+        extra_paths=tuple(os.path.join(r.buildout_dir, p)
+                          for p in r.lines("extra-paths")),
+        initialization=r.raw("initialization") or "",
+    )
+    check_paths(r, settings)
+    return settings
+
+
+def zope2_default(source, zope2_location, script):
+    """1.5 used the Zope 2 checkout's ZODBTools scripts by default."""
+    if source is None and zope2_location:
+        candidate = os.path.join(zope2_location, "utilities", "ZODBTools",
+                                 script + ".py")
+        if os.path.isfile(candidate):
+            return candidate
+    return source
+
+
+def check_paths(reader, settings):
+    """Fail now, not at start time, on places the server cannot write."""
+    for option, path in (("file-storage", settings.file_storage),
+                         ("zeo-log", settings.zeo_log),
+                         ("pid-file", settings.pid_file),
+                         ("socket-name", settings.socket_name)):
+        if os.path.isdir(path):
+            reader.fail(option, path, "is a directory; give a file name")
+    for option, path in (("var", settings.var),
+                         ("file-storage", settings.file_storage),
+                         ("blob-storage", settings.blob_storage),
+                         ("zeo-log", settings.zeo_log)):
+        if path and not writable_location(path):
+            reader.fail(option, path, "cannot be created or written by this "
+                        "user; fix the permissions or choose another path")
+    if settings.address.is_unix and len(settings.address.path) > 100:
+        reader.fail("zeo-address", settings.address.path,
+                    "unix socket paths are limited to about 100 characters")
+
+
+def writable_location(path):
+    """True if PATH exists and is writable, or its nearest existing
+    ancestor directory is."""
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    if os.path.isfile(path):
+        return os.access(path, os.W_OK)
+    return os.access(path, os.W_OK | os.X_OK)

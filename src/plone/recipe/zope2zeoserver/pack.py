@@ -1,0 +1,127 @@
+"""bin/zeopack: pack the part's ZEO server with the part's defaults.
+
+Unlike ZEO's zeopack it never hangs: a server that is down, or does not
+serve the storage asked for, is reported in one line within a bound.
+"""
+
+import argparse
+import logging
+import os
+import runpy
+import socket
+import sys
+import time
+
+
+CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage
+
+
+class PackError(Exception):
+    """A problem the user can fix; its text is the whole message."""
+
+
+def parse_args(args, defaults):
+    parser = argparse.ArgumentParser(
+        prog=os.path.basename(sys.argv[0]),
+        description="Pack the ZEO server of this buildout part: remove "
+                    "object revisions (and blobs) older than DAYS days.")
+    parser.add_argument(
+        "-d", "-D", "--days", type=non_negative, default=defaults["days"],
+        help="keep this many days of history (default: %(default)s, the "
+             "part's pack-days)")
+    parser.add_argument(
+        "-S", "--storage", default=defaults["storage"],
+        help="name of the storage to pack (default: %(default)s)")
+    parser.add_argument(
+        "-B", "--blob-dir", default=None,
+        help="accepted for compatibility with 1.x; the server packs its "
+             "own blobs")
+    parser.add_argument(
+        "--timeout", type=non_negative, default=CONNECT_TIMEOUT,
+        help="seconds to wait for the server (default: %(default)s)")
+    return parser.parse_args(args)
+
+
+def non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def describe(address):
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_reachable(address):
+    """Fail at once, not after the timeout, when nothing listens."""
+    family = socket.AF_UNIX if isinstance(address, str) else (
+        socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(CONNECT_TIMEOUT)
+        try:
+            s.connect(address)
+        except OSError as e:
+            raise PackError(
+                f"cannot connect to the ZEO server at {describe(address)}: "
+                f"{e.strerror or e}; is it running?")
+
+
+def pack(address, storage, days, timeout):
+    """Pack STORAGE on the server at ADDRESS, keeping DAYS of history."""
+    import ZEO.ClientStorage
+
+    check_reachable(address)
+    client = ZEO.ClientStorage.ClientStorage(
+        address, storage=storage, wait=False, read_only=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not client.is_connected():
+            if time.monotonic() > deadline:
+                raise PackError(
+                    f"the ZEO server at {describe(address)} did not give "
+                    f"access to storage {storage!r} within {timeout:g} s; "
+                    "check the storage name (-S) and the server log")
+            time.sleep(0.05)
+        client.pack(time.time(), wait=True, days=days)
+    finally:
+        client.close()
+
+
+def main(address, defaults, args=None):
+    """Entry point of bin/zeopack; ADDRESS and DEFAULTS are baked in."""
+    if args is None:
+        args = sys.argv[1:]
+    options = parse_args(args, defaults)
+    # ZEO reports connection attempts at INFO; keep the output to results.
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    try:
+        pack(address, options.storage, options.days, options.timeout)
+    except PackError as e:
+        print(f"zeopack: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # Errors raised by the server (e.g. a storage that cannot pack).
+        print(f"zeopack: packing storage {options.storage!r} at "
+              f"{describe(address)} failed: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
+    print(f"packed storage {options.storage!r} at {describe(address)}, "
+          f"keeping {options.days:g} day(s) of history")
+    return 0
+
+
+def run_script(script, default_args=(), args=None):
+    """Run a 1.x-style external script (e.g. from zope2-location's
+    utilities/ZODBTools) as __main__ with the part's path and defaults."""
+    if args is None:
+        args = sys.argv[1:]
+    sys.argv = [script] + list(default_args) + list(args)
+    runpy.run_path(script, run_name="__main__")
+    return 0

@@ -1,0 +1,206 @@
+"""The buildout recipe: one part becomes a ready-to-run ZEO server."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import ZConfig
+import zc.buildout
+import zc.buildout.easy_install
+import zc.recipe.egg
+
+from plone.recipe.zope2zeoserver import zeoconf
+from plone.recipe.zope2zeoserver.options import read_settings
+
+
+logger = logging.getLogger("plone.recipe.zope2zeoserver")
+
+PROJECT = "plone.recipe.zope2zeoserver"
+
+# Parts whose running server `uninstall` stopped during this buildout run;
+# when the part is installed again (changed options), it is restarted.
+stopped_for_reinstall = set()
+
+
+class Recipe:
+    """Install a ZEO server part: zeo.conf, bin/<part>, zeopack, repozo."""
+
+    def __init__(self, buildout, name, options):
+        self.buildout = buildout
+        self.name = name
+        self.options = options
+        self.settings = settings = read_settings(buildout, name, options)
+        # Publish resolved paths: other parts (collective.recipe.backup)
+        # read them to find the data this server really uses.
+        options["location"] = settings.part_dir
+        options["var"] = settings.var
+        options["file-storage"] = settings.file_storage
+        if settings.blob_storage:
+            options["blob-storage"] = settings.blob_storage
+        options["socket-name"] = settings.socket_name
+        options["pid-file"] = settings.pid_file
+        options["zeo-log"] = settings.zeo_log
+        options["control-script"] = os.path.join(settings.bin_dir, name)
+
+    def install(self):
+        settings = self.settings
+        make_directories(settings)
+        conf_path = settings.zeo_conf_path
+        with open(conf_path, "w", encoding="utf-8") as f:
+            f.write(zeoconf.zeo_conf_text(settings))
+        self.check_zeo_conf(conf_path)
+        paths = [settings.part_dir] + self.write_scripts()
+        if self.name in stopped_for_reinstall:
+            stopped_for_reinstall.discard(self.name)
+            start_again(self.name, self.options["control-script"])
+        return paths
+
+    def update(self):
+        # Options are unchanged; only data directories may have vanished.
+        make_directories(self.settings)
+
+    def check_zeo_conf(self, path):
+        try:
+            zeoconf.check(self.settings, path)
+        except ZConfig.ConfigurationError as e:
+            raise zc.buildout.UserError(
+                f"[{self.name}] ZEO refuses the generated {path}: {e}; "
+                f"check {self.culprit_options()}")
+
+    def culprit_options(self):
+        """The options whose text goes into zeo.conf unchecked by us."""
+        if self.settings.zeo_conf:
+            return f"the file named by zeo-conf ({self.settings.zeo_conf})"
+        names = [name for name in ("zeo-conf-additional", "zeo-log-custom",
+                                   "zeo-log-format") if name in self.options]
+        return " and ".join(names) or "the options of this part"
+
+    # -- scripts ---------------------------------------------------------
+
+    def working_set(self):
+        eggs = "\n".join((PROJECT,) + self.settings.eggs)
+        _, ws = zc.recipe.egg.Eggs(
+            self.buildout, self.name, {"eggs": eggs}).working_set()
+        return ws
+
+    def write_scripts(self):
+        settings = self.settings
+        ws = self.working_set()
+        conf = self.path_expression(settings.zeo_conf_path)
+        base = self.path_expression(settings.buildout_dir)
+        server_args = f"{conf}, {base}"
+        scripts = [
+            ("runzeo", os.path.join(settings.part_dir, "bin"),
+             "plone.recipe.zope2zeoserver.runzeo", "main", server_args),
+            (self.name, settings.bin_dir,
+             "plone.recipe.zope2zeoserver.ctl", "main", server_args),
+        ]
+        if settings.zeopack != "":
+            scripts.append((settings.zeopack_script_name, settings.bin_dir)
+                           + self.zeopack_entry())
+        if settings.repozo != "":
+            scripts.append((settings.repozo_script_name, settings.bin_dir)
+                           + self.repozo_entry())
+        paths = []
+        for name, dest, module, function, arguments in scripts:
+            paths += zc.buildout.easy_install.scripts(
+                [(name, module, function)], ws, sys.executable, dest,
+                extra_paths=self.extra_paths(),
+                arguments=arguments,
+                initialization=settings.initialization,
+                relative_paths=settings.relative_paths)
+        return paths
+
+    def zeopack_entry(self):
+        settings = self.settings
+        address = settings.address
+        if settings.zeopack:
+            if address.is_unix:
+                where = ["-U", address.path]
+            else:
+                where = ["-h", address.host, "-p", str(address.port)]
+            defaults = where + ["-S", settings.storage_number,
+                                "-d", f"{settings.pack_days:g}"]
+            if settings.blob_storage:
+                defaults += ["-B", settings.blob_storage]
+            return ("plone.recipe.zope2zeoserver.pack", "run_script",
+                    f"{settings.zeopack!r}, {defaults!r}")
+        if address.is_unix:
+            target = self.path_expression(address.path)
+        else:
+            target = repr((address.host, address.port))
+        defaults = {"storage": settings.storage_number,
+                    "days": settings.pack_days}
+        return ("plone.recipe.zope2zeoserver.pack", "main",
+                f"{target}, {defaults!r}")
+
+    def repozo_entry(self):
+        if self.settings.repozo:
+            return ("plone.recipe.zope2zeoserver.pack", "run_script",
+                    repr(self.settings.repozo))
+        return ("ZODB.scripts.repozo", "main", "")
+
+    def extra_paths(self):
+        paths = list(self.settings.extra_paths)
+        if self.settings.zope2_location:
+            paths.append(os.path.join(self.settings.zope2_location, "lib",
+                                      "python"))
+        return paths
+
+    def path_expression(self, path):
+        """Python source for PATH in a generated script: relative to the
+        script's location (`base`) when the buildout uses relative paths."""
+        base = self.settings.relative_paths
+        if base and path == base:
+            return "base"
+        if base and path.startswith(base + os.sep):
+            return f"join(base, {os.path.relpath(path, base)!r})"
+        return repr(path)
+
+
+def make_directories(settings):
+    """Create what the server writes to.  Existing ones are left alone:
+    the recipe never removes or empties anything under var/."""
+    for path in (os.path.join(settings.part_dir, "etc"),
+                 os.path.join(settings.part_dir, "bin"),
+                 settings.bin_dir, *settings.writable_dirs()):
+        os.makedirs(path, exist_ok=True)
+    if settings.blob_storage:
+        # ZODB warns about blob directories others can read.
+        os.chmod(settings.blob_storage, 0o700)
+
+
+def start_again(name, control_script):
+    result = subprocess.run([control_script, "start"], capture_output=True,
+                            text=True, timeout=600)
+    if result.returncode:
+        logger.error("[%s] the server was running before this change and "
+                     "did not start again: %s", name,
+                     (result.stderr or result.stdout).strip())
+    else:
+        logger.info("[%s] server started again with the new configuration",
+                    name)
+
+
+def uninstall(name, options):
+    """Stop the part's server before buildout removes its files, so no
+    server is left running from a configuration that no longer exists.
+    Data, blobs and logs under var/ are never touched."""
+    control_script = options.get("control-script")
+    if not control_script or not os.path.exists(control_script):
+        return
+    status = subprocess.run([control_script, "status"], capture_output=True,
+                            timeout=60)
+    if status.returncode != 0:
+        return
+    logger.info("[%s] stopping the running server before reinstalling or "
+                "removing the part", name)
+    result = subprocess.run([control_script, "stop"], capture_output=True,
+                            text=True, timeout=600)
+    if result.returncode:
+        raise zc.buildout.UserError(
+            f"[{name}] could not stop the running server: "
+            f"{(result.stderr or result.stdout).strip()}; stop it with "
+            f"{control_script} stop and rerun bin/buildout")
+    stopped_for_reinstall.add(name)

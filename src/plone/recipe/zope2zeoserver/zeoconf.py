@@ -1,0 +1,158 @@
+"""zeo.conf: settings in, text out, checked against ZEO's own schema."""
+
+import os
+import re
+import string
+
+import ZConfig
+
+import ZEO
+
+
+# With relative-paths, zeo.conf names paths inside the buildout through
+# this environment variable; the generated scripts set it from their own
+# location, so the buildout directory can move.
+BUILDOUT_ENV = "ZOPE2ZEOSERVER_BUILDOUT"
+
+HERE = os.path.dirname(__file__)
+
+
+def template(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return string.Template(f.read())
+
+
+def conf_path(settings, path):
+    """PATH as zeo.conf should spell it: through $(BUILDOUT_ENV) when the
+    buildout uses relative paths and PATH lies inside it."""
+    base = settings.relative_paths
+    if base and (path == base or path.startswith(base + os.sep)):
+        return f"$({BUILDOUT_ENV})" + path[len(base):]
+    return path
+
+
+def zeo_conf_text(settings):
+    """The complete zeo.conf for SETTINGS."""
+    if settings.zeo_conf:
+        return included_conf_text(settings)
+    return template("zeo.conf.in").substitute(
+        part=settings.part,
+        instance=conf_path(settings, settings.part_dir),
+        address=address_text(settings),
+        read_only=on_off(settings.read_only),
+        invalidation_queue_size=settings.invalidation_queue_size,
+        pid_file=conf_path(settings, settings.pid_file),
+        zeo_optional=optional_lines(
+            ("invalidation-age", settings.invalidation_age),
+            ("transaction-timeout", settings.transaction_timeout),
+            ("client-conflict-resolution",
+             on_off(settings.client_conflict_resolution)),
+            ("msgpack", on_off(settings.msgpack)),
+        ),
+        storage_number=settings.storage_number,
+        file_storage=conf_path(settings, settings.file_storage),
+        storage_optional=optional_lines(
+            ("blob-dir", settings.blob_storage and
+             conf_path(settings, settings.blob_storage)),
+            ("pack-gc", on_off(settings.pack_gc)),
+            ("pack-keep-old", on_off(settings.pack_keep_old)),
+        ),
+        log_level=settings.zeo_log_level,
+        log_handler=log_handler_text(settings),
+        runner=runner_text(settings),
+        additional=settings.zeo_conf_additional or "",
+    )
+
+
+def included_conf_text(settings):
+    """zeo-conf is the user's file: include it, and add the runner section
+    the control script needs unless the file has one of its own."""
+    lines = [
+        f"# ZEO server configuration of buildout part [{settings.part}]:",
+        "# the file named by the zeo-conf option, included as it is.",
+        f"%define INSTANCE {conf_path(settings, settings.part_dir)}",
+        f"%include {conf_path(settings, settings.zeo_conf)}",
+        "",
+    ]
+    if not has_runner_section(settings.zeo_conf):
+        lines.append(runner_text(settings))
+    return "\n".join(lines)
+
+
+def has_runner_section(path):
+    with open(path, encoding="utf-8") as f:
+        return re.search(r"^\s*<runner\b", f.read(),
+                         re.IGNORECASE | re.MULTILINE) is not None
+
+
+def address_text(settings):
+    address = settings.address
+    if address.is_unix:
+        return conf_path(settings, address.path)
+    return str(address)
+
+
+def log_handler_text(settings):
+    if settings.zeo_log_custom:
+        return indent(settings.zeo_log_custom.strip(), "  ")
+    lines = ["  <logfile>",
+             f"    path {conf_path(settings, settings.zeo_log)}",
+             f"    format {settings.zeo_log_format}"]
+    if settings.zeo_log_max_size:
+        lines.append(f"    max-size {settings.zeo_log_max_size}")
+    if settings.zeo_log_old_files is not None:
+        lines.append(f"    old-files {settings.zeo_log_old_files}")
+    lines.append("  </logfile>")
+    return "\n".join(lines)
+
+
+def runner_text(settings):
+    user = (f"  user {settings.effective_user}\n"
+            if settings.effective_user else "")
+    return template("runner.conf.in").substitute(
+        runzeo=conf_path(settings, settings.runzeo_path),
+        socket_name=conf_path(settings, settings.socket_name),
+        instance=conf_path(settings, settings.part_dir),
+        start_timeout=settings.start_timeout,
+        stop_timeout=settings.stop_timeout,
+        zeo_log=conf_path(settings, settings.zeo_log),
+        transcript=conf_path(settings, settings.transcript),
+        user=user,
+    )
+
+
+def optional_lines(*pairs):
+    """`  key value` lines for the values that are set."""
+    return "".join(f"  {key} {value}\n" for key, value in pairs
+                   if value is not None)
+
+
+def on_off(flag):
+    if flag is None:
+        return None
+    return "true" if flag else "false"
+
+
+def indent(text, prefix):
+    return "\n".join(prefix + line if line.strip() else line
+                     for line in text.splitlines())
+
+
+def schema_path():
+    """ZEO's schema for a zeo.conf with a <runner> section (zeoctl's)."""
+    return os.path.join(os.path.dirname(ZEO.__file__), "zeoctl.xml")
+
+
+def check(settings, path):
+    """Load the written zeo.conf the way the control script will; returns
+    the configuration object or raises ZConfig.ConfigurationError."""
+    previous = os.environ.get(BUILDOUT_ENV)
+    os.environ[BUILDOUT_ENV] = settings.buildout_dir
+    try:
+        config, _ = ZConfig.loadConfig(ZConfig.loadSchema(schema_path()), path)
+        return config
+    finally:
+        if previous is None:
+            del os.environ[BUILDOUT_ENV]
+        else:
+            os.environ[BUILDOUT_ENV] = previous
