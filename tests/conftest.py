@@ -1,0 +1,194 @@
+"""Shared fixtures: a real buildout in a temp dir, a real server on a free
+127.0.0.1 port, and a real ZEO client.
+
+The recipe is built once per test session as a wheel from this checkout;
+every buildout finds it (and nothing else) through a local index, and all
+buildouts share one eggs directory, so no test touches the network.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILDOUT = Path(sys.executable).parent / "buildout"
+
+
+@pytest.fixture(scope="session")
+def dist_dir(tmp_path_factory):
+    """A directory holding the wheel of this checkout."""
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)],
+        check=True, capture_output=True)
+    return dist
+
+
+@pytest.fixture(scope="session")
+def eggs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eggs")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Buildout:
+    """A buildout directory using the recipe, driven like a user would."""
+
+    def __init__(self, directory, dist_dir, eggs_dir):
+        self.dir = Path(directory)
+        self.dist_dir = dist_dir
+        self.eggs_dir = eggs_dir
+        self.port = free_port()
+
+    def write(self, part_options="", part="zeo", extra="", parts=None,
+              buildout_options=""):
+        """Write buildout.cfg with one recipe part PART.
+
+        PART_OPTIONS are lines for the part (zeo-address defaults to a free
+        port), EXTRA is appended verbatim (more parts), BUILDOUT_OPTIONS go
+        into [buildout].
+        """
+        part_options = textwrap.dedent(part_options).strip()
+        if "zeo-address" not in part_options:
+            part_options = f"zeo-address = {self.port}\n" + part_options
+        config = textwrap.dedent(f"""\
+            [buildout]
+            parts = {parts or part}
+            find-links = {self.dist_dir}
+            index = file://{self.dist_dir}/
+            eggs-directory = {self.eggs_dir}
+            newest = false
+            """) + textwrap.dedent(buildout_options).strip() + textwrap.dedent(f"""
+
+            [{part}]
+            recipe = plone.recipe.zope2zeoserver
+            """) + part_options + "\n" + textwrap.dedent(extra)
+        (self.dir / "buildout.cfg").write_text(config)
+        return config
+
+    def run(self, *args, check=True, timeout=300):
+        """Run bin/buildout; CHECK asserts it succeeded."""
+        result = subprocess.run(
+            [str(BUILDOUT), "-c", "buildout.cfg", *args], cwd=self.dir,
+            capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def install(self, part_options="", **kw):
+        """write() and run() in one step."""
+        self.write(part_options, **kw)
+        return self.run()
+
+    def script(self, name, *args, timeout=120, env=None, input=None):
+        """Run bin/NAME (or a path relative to the buildout) with ARGS."""
+        path = self.dir / name if "/" in name else self.dir / "bin" / name
+        return subprocess.run(
+            [str(path), *args], cwd=self.dir, capture_output=True, text=True,
+            timeout=timeout, env=env, input=input)
+
+    def ctl(self, *args, part="zeo", **kw):
+        return self.script(part, *args, **kw)
+
+    def path(self, *parts):
+        return self.dir.joinpath(*parts)
+
+    def zeo_conf(self, part="zeo"):
+        return self.path("parts", part, "etc", "zeo.conf").read_text()
+
+    def stop_all(self):
+        """Stop every server of this buildout: politely, then by force."""
+        for script in self.dir.glob("bin/*"):
+            if script.name not in ("buildout", "zeopack", "repozo"):
+                with contextlib.suppress(Exception):
+                    self.script(str(script.relative_to(self.dir)), "stop",
+                                timeout=60)
+        for pid in processes_using(self.dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def processes_using(directory):
+    """Pids of processes whose command line mentions DIRECTORY."""
+    marker = str(directory).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def buildout(tmp_path, dist_dir, eggs_dir):
+    """An empty buildout directory; its servers are stopped afterwards."""
+    directory = tmp_path / "buildout"
+    directory.mkdir()
+    b = Buildout(directory, dist_dir, eggs_dir)
+    yield b
+    b.stop_all()
+
+
+@pytest.fixture
+def server(buildout):
+    """A buildout with the default part installed and its server started."""
+    buildout.install()
+    result = buildout.ctl("start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return buildout
+
+
+def wait_for(condition, timeout=10, interval=0.05):
+    """Poll CONDITION until it is true or TIMEOUT seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return condition()
+
+
+@contextlib.contextmanager
+def client(address, **kw):
+    """A real ZEO client database connected to ADDRESS."""
+    import ZEO
+    kw.setdefault("wait_timeout", 10)
+    db = ZEO.DB(address, **kw)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def commit(address, **values):
+    """Commit VALUES into the root mapping of the server at ADDRESS."""
+    with client(address) as db:
+        with db.transaction() as conn:
+            conn.root().update(values)
+
+
+def read(address, key):
+    with client(address) as db:
+        with db.transaction() as conn:
+            return conn.root().get(key)
