@@ -21,7 +21,6 @@ setup(
         "Framework :: Buildout",
         "Framework :: Buildout :: Recipe",
         "Framework :: ZODB",
-        "License :: OSI Approved :: Zope Public License",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",
         "Programming Language :: Python :: 3.10",
