@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import ipaddress
 import logging
+import math
 import os
 import pwd
 import re
@@ -46,7 +47,7 @@ NOT_AVAILABLE = {
 MACHINE_KEYS = {
     "recipe", "_b", "_d", "_e", "executable", "eggs-directory",
     "develop-eggs-directory", "find-links", "index", "location",
-    "zeo-var", "zeo-conf-path", "control-script",
+    "control-script",
 }
 
 # option name -> default (as text, the way buildout.cfg would spell it).
@@ -245,6 +246,9 @@ class Reader:
             number = float(value)
         except ValueError:
             self.fail(option, value, "expected a number")
+        if not math.isfinite(number):
+            # nan/inf would also break the generated bin/zeopack source.
+            self.fail(option, value, "expected a finite number")
         self.check_range(option, value, number, minimum, None)
         return number
 
@@ -376,7 +380,8 @@ def read_settings(buildout, name, options):
     r.warn_unknown()
     for option, why in NOT_AVAILABLE.items():
         if option in options:
-            r.fail(option, options[option],
+            value = "***" if option == "pack-password" else options[option]
+            r.fail(option, value,
                    f"not available in this release: {why}. Remove the option.")
 
     var = r.var = r.path("var")
@@ -458,9 +463,16 @@ def check_paths(reader, settings):
         if os.path.isdir(path):
             reader.fail(option, path, "is a directory; give a file name")
     for option, path in (("var", settings.var),
+                         ("blob-storage", settings.blob_storage)):
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            reader.fail(option, path, "is not a directory")
+    for option, path in (("var", settings.var),
                          ("file-storage", settings.file_storage),
                          ("blob-storage", settings.blob_storage),
-                         ("zeo-log", settings.zeo_log)):
+                         ("zeo-log", settings.zeo_log),
+                         ("pid-file", settings.pid_file),
+                         ("socket-name", settings.socket_name),
+                         ("zeo-address", settings.address.path)):
         if path and not writable_location(path):
             reader.fail(option, path, "cannot be created or written by this "
                         "user; fix the permissions or choose another path")
@@ -471,12 +483,13 @@ def check_paths(reader, settings):
 
 def writable_location(path):
     """True if PATH exists and is writable, or its nearest existing
-    ancestor directory is."""
+    ancestor directory is.  Below a file nothing can be created."""
+    missing = False
     while not os.path.exists(path):
         parent = os.path.dirname(path)
         if parent == path:
             return False
-        path = parent
-    if os.path.isfile(path):
-        return os.access(path, os.W_OK)
+        path, missing = parent, True
+    if not os.path.isdir(path):
+        return not missing and os.access(path, os.W_OK)
     return os.access(path, os.W_OK | os.X_OK)

@@ -35,9 +35,12 @@ class Recipe:
         # read them to find the data this server really uses.
         options["location"] = settings.part_dir
         options["var"] = settings.var
-        options["file-storage"] = settings.file_storage
-        if settings.blob_storage:
-            options["blob-storage"] = settings.blob_storage
+        file_storage, blob_storage = self.read_zeo_conf(
+            zeoconf.storage_locations, settings)
+        if file_storage:
+            options["file-storage"] = file_storage
+        if blob_storage:
+            options["blob-storage"] = blob_storage
         options["socket-name"] = settings.socket_name
         options["pid-file"] = settings.pid_file
         options["zeo-log"] = settings.zeo_log
@@ -49,7 +52,8 @@ class Recipe:
         conf_path = settings.zeo_conf_path
         with open(conf_path, "w", encoding="utf-8") as f:
             f.write(zeoconf.zeo_conf_text(settings))
-        self.check_zeo_conf(conf_path)
+        self.read_zeo_conf(zeoconf.check, settings, conf_path)
+        self.check_neighbours()
         paths = [settings.part_dir] + self.write_scripts()
         if self.name in stopped_for_reinstall:
             stopped_for_reinstall.discard(self.name)
@@ -57,16 +61,45 @@ class Recipe:
         return paths
 
     def update(self):
-        # Options are unchanged; only data directories may have vanished.
+        # Options are unchanged; only data directories may have vanished,
+        # and a zeo-conf file may have been edited since.
         make_directories(self.settings)
+        if self.settings.zeo_conf:
+            self.read_zeo_conf(zeoconf.check, self.settings,
+                               self.settings.zeo_conf_path)
 
-    def check_zeo_conf(self, path):
+    def read_zeo_conf(self, read, *args):
+        """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned
+        into a one-line UserError naming the options to look at."""
         try:
-            zeoconf.check(self.settings, path)
+            return read(*args)
         except ZConfig.ConfigurationError as e:
-            raise zc.buildout.UserError(
-                f"[{self.name}] ZEO refuses the generated {path}: {e}; "
-                f"check {self.culprit_options()}")
+            reason = str(e)
+        except (KeyError, ValueError, TypeError) as e:
+            # ZConfig lets some datatypes' errors through, e.g. a log
+            # format naming an unknown record field.
+            reason = f"{type(e).__name__}: {e}"
+        # One line: ZConfig puts the file position on a line of its own.
+        reason = " ".join(reason.split())
+        raise zc.buildout.UserError(
+            f"[{self.name}] ZEO refuses the zeo.conf of this part "
+            f"({self.settings.zeo_conf_path}): {reason}; "
+            f"check {self.culprit_options()}")
+
+    def check_neighbours(self):
+        """Two servers of one buildout must not share data or sockets (the
+        1.x defaults do, for every part but the first)."""
+        for part in self.buildout["buildout"]["parts"].split():
+            other = self.buildout[part] if part != self.name else None
+            if other is None or not other.get("recipe", "").startswith(
+                    PROJECT):
+                continue
+            for option in ("file-storage", "socket-name", "pid-file"):
+                value = self.options.get(option)
+                if value and value == other.get(option):
+                    raise zc.buildout.UserError(
+                        f"[{self.name}] {option} = {value!r}: part [{part}] "
+                        f"uses the same file; give each part its own {option}")
 
     def culprit_options(self):
         """The options whose text goes into zeo.conf unchecked by us."""

@@ -1,10 +1,14 @@
 """zeo.conf: settings in, text out, checked against ZEO's own schema."""
 
+import contextlib
+import io
 import os
 import re
 import string
 
 import ZConfig
+import ZConfig.datatypes
+import ZConfig.loader
 
 import ZEO
 
@@ -146,11 +150,42 @@ def schema_path():
 def check(settings, path):
     """Load the written zeo.conf the way the control script will; returns
     the configuration object or raises ZConfig.ConfigurationError."""
+    with buildout_env(settings):
+        config, _ = ZConfig.loadConfig(ZConfig.loadSchema(schema_path()), path)
+    return config
+
+
+def storage_locations(settings):
+    """(file storage path, blob directory) of the first file storage the
+    server will serve: the options' values, or those of the zeo-conf file.
+
+    The paths need not exist yet (nothing has been created at this point),
+    so directory checks are relaxed for this reading only.
+    """
+    if not settings.zeo_conf:
+        return settings.file_storage, settings.blob_storage
+    stock = ZConfig.datatypes.stock_datatypes.copy()
+    stock["existing-dirpath"] = os.path.expanduser
+    loader = ZConfig.loader.SchemaLoader(ZConfig.datatypes.Registry(stock))
+    schema = loader.loadURL(schema_path())
+    with buildout_env(settings):
+        config, _ = ZConfig.loadConfigFile(
+            schema, io.StringIO(zeo_conf_text(settings)),
+            url=settings.zeo_conf)
+    for storage in config.storages:
+        path = getattr(storage.config, "path", None)
+        if path:
+            return path, getattr(storage.config, "blob_dir", None)
+    return None, None
+
+
+@contextlib.contextmanager
+def buildout_env(settings):
+    """Let $(BUILDOUT_ENV) in zeo.conf resolve while buildout reads it."""
     previous = os.environ.get(BUILDOUT_ENV)
     os.environ[BUILDOUT_ENV] = settings.buildout_dir
     try:
-        config, _ = ZConfig.loadConfig(ZConfig.loadSchema(schema_path()), path)
-        return config
+        yield
     finally:
         if previous is None:
             del os.environ[BUILDOUT_ENV]
