@@ -38,12 +38,16 @@ setup(
     zip_safe=False,
     install_requires=[
         "setuptools",
-        "zc.buildout >= 5",
-        "zc.recipe.egg >= 4",
+        # zc.recipe.egg 3, 4 and 6 need zc.buildout 4, 5 and 6: a
+        # buildout that fetches zc.recipe.egg pins the one matching it.
+        "zc.buildout >= 4",
+        "zc.recipe.egg >= 3",
         "ZODB >= 6",
         "ZEO >= 6",
         "ZConfig >= 4",
         "zdaemon >= 5",
+        # tls-generate makes certificates with it (tls.py, build time).
+        "cryptography >= 42",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],

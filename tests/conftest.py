@@ -192,3 +192,22 @@ def read(address, key):
     with client(address) as db:
         with db.transaction() as conn:
             return conn.root().get(key)
+
+
+@contextlib.contextmanager
+def commit_lock_held(address):
+    """A client between tpc_vote and tpc_finish: the server holds the
+    storage's commit lock for it until it aborts, on leaving."""
+    from ZEO.ClientStorage import ClientStorage
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.utils import z64
+    storage = ClientStorage(address, wait_timeout=10)
+    txn = TransactionMetaData()
+    try:
+        storage.tpc_begin(txn)
+        storage.store(storage.new_oid(), z64, b"data", "", txn)
+        storage.tpc_vote(txn)
+        yield
+    finally:
+        storage.tpc_abort(txn)
+        storage.close()

@@ -117,15 +117,7 @@ BAD_INPUT = [
     ("zeo-conf = bad.conf", "zeo-conf", "bad.conf", "malformed"),
     ("zeo-conf = unknown-key.conf", "zeo-conf", "unknown-key.conf",
      "adress"),
-    # 1.5 options ZEO 6 cannot honour: an error, never silently ignored.
-    ("authentication-database = afile", "authentication-database", "afile",
-     "not available"),
-    ("authentication-realm = ZEO", "authentication-realm", "ZEO",
-     "not available"),
-    ("pack-user = admin", "pack-user", "admin", "not available"),
-    # The value of pack-password is a secret: not asserted on.
-    ("pack-password = s3cret", "pack-password", None, "not available"),
-    ("monitor-address = 8101", "monitor-address", "8101", "not available"),
+    # The 1.5 authentication options: see test_tls.py.
 ]
 
 

@@ -14,8 +14,11 @@ import math
 import os
 import pwd
 import re
+import socket
 
 import zc.buildout
+
+from plone.recipe.zope2zeoserver import tls
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
@@ -28,19 +31,12 @@ TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 
 # Options that ZEO 6 cannot honour yet; each has an issue of its own.
-NOT_AVAILABLE = {
-    "authentication-database": (
-        "ZEO 6 has no digest authentication; TLS client certificates "
-        "will replace it in a later 2.x release"),
-    "authentication-realm": (
-        "it only applies to authentication-database, which is not "
-        "available yet"),
-    "pack-user": "ZEO 6 has no password authentication",
-    "pack-password": "ZEO 6 has no password authentication",
-    "monitor-address": (
-        "ZEO 6 removed the monitor server; it will come back in a later "
-        "2.x release"),
-}
+NOT_AVAILABLE = {}
+
+# Options that make the server speak TLS (see `Reader.tls`).
+TLS_OPTIONS = ("tls-generate", "ssl-certificate", "ssl-key",
+               "authentication-database", "pack-ssl-certificate",
+               "pack-ssl-key")
 
 # Keys that buildout itself, zc.recipe.egg or this recipe write into the
 # part's options; they are not user typos.
@@ -61,6 +57,8 @@ DEFAULTS = {
     "repozo-script-name": "repozo",
     "zeo-conf": None,
     "zeo-address": "8100",
+    "monitor-address": None,
+    "metrics-address": None,
     "effective-user": None,
     "invalidation-queue-size": "100",
     "invalidation-age": None,
@@ -90,6 +88,17 @@ DEFAULTS = {
     "eggs": None,
     "extra-paths": None,
     "initialization": None,
+    "ssl-certificate": None,
+    "ssl-key": None,
+    "authentication-database": None,
+    "authentication-realm": None,  # accepted for 1.x buildouts; unused
+    "tls-generate": "false",
+    "tls-directory": "{var}/tls",
+    "tls-clients": "zope",
+    "pack-ssl-certificate": None,
+    "pack-ssl-key": None,
+    "pack-user": None,
+    "pack-password": None,
     **{name: None for name in NOT_AVAILABLE},
 }
 
@@ -115,6 +124,40 @@ class Address:
 
 
 @dataclasses.dataclass(frozen=True)
+class TLS:
+    """Mutual TLS: the server's certificate and key, the client
+    certificates (or CAs) it trusts, and bin/zeopack's own pair."""
+
+    certificate: str
+    key: str
+    authenticate: str     # PEM file or hashed directory (ZEO's <ssl>)
+    pack_certificate: str  # None: no client pair for bin/zeopack
+    pack_key: str
+    generate: str         # directory where missing files are made, or None
+    clients: tuple        # client certificates made there
+    server_names: tuple   # names in the server certificate made there
+
+    def files(self):
+        """(check, {role: (option, path)}): each check of tls.py with the
+        options naming the files it reads."""
+        checks = [
+            (lambda: tls.check_identity(self.certificate, self.key),
+             {"certificate": ("ssl-certificate", self.certificate),
+              "key": ("ssl-key", self.key)}),
+            (lambda: tls.check_database(self.authenticate),
+             {"database": ("authentication-database", self.authenticate)}),
+        ]
+        if self.pack_certificate:
+            checks.append((
+                lambda: tls.check_identity(self.pack_certificate,
+                                           self.pack_key),
+                {"certificate": ("pack-ssl-certificate",
+                                 self.pack_certificate),
+                 "key": ("pack-ssl-key", self.pack_key)}))
+        return checks
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """One part's configuration, every value checked and paths absolute."""
 
@@ -130,6 +173,8 @@ class Settings:
     repozo_script_name: str
     zeo_conf: str         # user's zeo.conf to %include, or None
     address: Address
+    monitor_address: Address  # or None: no monitor server
+    metrics_address: Address  # or None: no metrics endpoint
     effective_user: str
     invalidation_queue_size: int
     invalidation_age: float
@@ -158,6 +203,7 @@ class Settings:
     eggs: tuple
     extra_paths: tuple
     initialization: str
+    tls: TLS              # None: the server speaks plain ZEO
 
     @property
     def zeo_conf_path(self):
@@ -180,9 +226,17 @@ class Settings:
             self.file_storage, self.zeo_log, self.pid_file, self.socket_name)]
         if self.blob_storage:
             dirs.append(self.blob_storage)
-        if self.address.is_unix:
-            dirs.append(os.path.dirname(self.address.path))
+        for address in self.addresses().values():
+            if address.is_unix:
+                dirs.append(os.path.dirname(address.path))
         return list(dict.fromkeys(dirs))
+
+    def addresses(self):
+        """option name -> Address, for every address the server listens on."""
+        return {option: address for option, address in (
+            ("zeo-address", self.address),
+            ("monitor-address", self.monitor_address),
+            ("metrics-address", self.metrics_address)) if address}
 
 
 class Reader:
@@ -325,6 +379,9 @@ class Reader:
                       "65535")
         return Address(host=host.lower(), port=int(port))
 
+    def optional_address(self, option):
+        return self.address(option) if self.text(option) else None
+
     def check_ip(self, option, value, host):
         try:
             ipaddress.IPv6Address(host)
@@ -363,6 +420,110 @@ class Reader:
         if value.strip().lower() in FALSE_WORDS:
             return ""
         self.fail("relative-paths", value, "expected true or false")
+
+    def tls(self):
+        """The TLS settings, or None when the server speaks plain ZEO.
+
+        ZEO 6's server <ssl> section always requires client certificates,
+        so a server certificate comes with an authentication-database.
+        tls-generate supplies whatever of the two pairs and the database
+        is not set explicitly."""
+        if self.text("zeo-conf"):
+            for option in TLS_OPTIONS:
+                if self.text(option) and (option != "tls-generate"
+                                          or self.boolean(option)):
+                    self.fail(option, self.text(option), (
+                        "zeo-conf replaces the generated zeo.conf: configure "
+                        "TLS in that file (<ssl> with certificate, key and "
+                        "authenticate inside <zeo>) and remove this option"))
+        generate = self.boolean("tls-generate")
+        directory = self.path("tls-directory") if generate else None
+        certificate, key = self.pair("ssl-certificate", "ssl-key",
+                                     directory, "server")
+        pack_certificate, pack_key = self.pair(
+            "pack-ssl-certificate", "pack-ssl-key", directory, "zeopack")
+        database = self.path("authentication-database")
+        if generate and not database:
+            database = os.path.join(directory, tls.DATABASE)
+        if database and not certificate:
+            self.fail("authentication-database", self.text(
+                "authentication-database"), (
+                "clients present certificates only to a server that speaks "
+                "TLS: add ssl-certificate and ssl-key (the server's "
+                "certificate and key), or tls-generate = true to have them "
+                "made"))
+        if certificate and not database:
+            self.fail("ssl-certificate", self.text("ssl-certificate"), (
+                "a ZEO 6 server that speaks TLS always requires client "
+                "certificates: add authentication-database (the client "
+                "certificates or CA to trust), or tls-generate = true, "
+                "which makes one"))
+        if pack_certificate and not certificate:
+            self.fail("pack-ssl-certificate", self.text(
+                "pack-ssl-certificate"), (
+                "the server does not speak TLS: add ssl-certificate, ssl-key "
+                "and authentication-database (or tls-generate = true), or "
+                "remove this option"))
+        self.check_pack_password(pack_certificate)
+        if not certificate:
+            return None
+        if self.address().is_unix:
+            self.fail("zeo-address", self.text("zeo-address"), (
+                "ZEO clients cannot use TLS on a unix socket (its file "
+                "permissions decide who connects); listen on HOST:PORT or "
+                "remove the TLS options"))
+        return TLS(
+            certificate=certificate, key=key, authenticate=database,
+            pack_certificate=pack_certificate, pack_key=pack_key,
+            generate=directory, clients=self.tls_clients() if generate else (),
+            server_names=server_names(self.address()) if generate else ())
+
+    def pair(self, cert_option, key_option, directory, name):
+        """A certificate and its key: both options, or neither (then the
+        pair made under DIRECTORY with tls-generate, or None)."""
+        cert, key = self.path(cert_option), self.path(key_option)
+        if bool(cert) != bool(key):
+            given, missing = ((cert_option, key_option) if cert
+                              else (key_option, cert_option))
+            self.fail(given, self.text(given),
+                      f"set {missing} too: a certificate and its private "
+                      "key go together")
+        if not cert and directory:
+            return tls.pair(directory, name)
+        return cert, key
+
+    def check_pack_password(self, pack_certificate):
+        """pack-user/pack-password: ZEO 6 cannot check a password, and
+        silently ignoring them would pretend otherwise."""
+        for option in ("pack-user", "pack-password"):
+            if self.text(option) is None:
+                continue
+            value = "***" if option == "pack-password" else self.text(option)
+            if pack_certificate:
+                logger.warning(
+                    "[%s] %s = %r is not used: bin/zeopack authenticates "
+                    "with its client certificate %s; remove the option",
+                    self.name, option, value, pack_certificate)
+                continue
+            self.fail(option, value, (
+                "ZEO 6 has no password authentication; bin/zeopack proves "
+                "who it is with a TLS client certificate: set tls-generate "
+                "= true (or ssl-certificate, ssl-key, authentication-database"
+                " and pack-ssl-certificate, pack-ssl-key) and remove "
+                "pack-user and pack-password"))
+
+    def tls_clients(self):
+        """Names of the client certificates tls-generate makes: bin/zeopack's
+        and those of tls-clients."""
+        names = ("zeopack",) + tuple(self.text("tls-clients").split())
+        for name in names:
+            if (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)
+                    or name in tls.RESERVED_NAMES):
+                self.fail("tls-clients", self.text("tls-clients"), (
+                    f"{name!r} cannot name a certificate: use letters, "
+                    "digits, '.', '_' or '-', and not "
+                    + ", ".join(tls.RESERVED_NAMES)))
+        return tuple(dict.fromkeys(names))
 
     def warn_unknown(self):
         for key in self.options:
@@ -410,6 +571,8 @@ def read_settings(buildout, name, options):
         repozo_script_name=r.script_name("repozo-script-name"),
         zeo_conf=r.existing_path("zeo-conf"),
         address=r.address(),
+        monitor_address=r.optional_address("monitor-address"),
+        metrics_address=r.optional_address("metrics-address"),
         effective_user=r.user("effective-user"),
         invalidation_queue_size=r.integer("invalidation-queue-size", 0),
         invalidation_age=r.number("invalidation-age", 0),
@@ -439,8 +602,10 @@ def read_settings(buildout, name, options):
         extra_paths=tuple(os.path.join(r.buildout_dir, p)
                           for p in r.lines("extra-paths")),
         initialization=r.raw("initialization") or "",
+        tls=r.tls(),
     )
     check_paths(r, settings)
+    check_tls(r, settings)
     return settings
 
 
@@ -472,13 +637,95 @@ def check_paths(reader, settings):
                          ("zeo-log", settings.zeo_log),
                          ("pid-file", settings.pid_file),
                          ("socket-name", settings.socket_name),
-                         ("zeo-address", settings.address.path)):
+                         *((option, address.path) for option, address
+                           in settings.addresses().items())):
         if path and not writable_location(path):
             reader.fail(option, path, "cannot be created or written by this "
                         "user; fix the permissions or choose another path")
-    if settings.address.is_unix and len(settings.address.path) > 100:
-        reader.fail("zeo-address", settings.address.path,
-                    "unix socket paths are limited to about 100 characters")
+    for option, address in settings.addresses().items():
+        if address.is_unix and len(address.path) > 100:
+            reader.fail(option, address.path, "unix socket paths are "
+                        "limited to about 100 characters")
+    check_addresses_differ(reader, settings)
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def server_names(address):
+    """Names clients may reach the server by, for its certificate: the
+    listening host (this machine's names when it listens everywhere) and
+    the loopback names."""
+    if address.host in WILDCARD_HOSTS:
+        names = [socket.gethostname(), socket.getfqdn()]
+    else:
+        names = [address.host]
+    names += ["localhost", "127.0.0.1", "::1"]
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def check_tls(reader, settings):
+    """TLS rules that need the whole settings, then (unless tls-generate
+    makes them at install time) the files themselves."""
+    if settings.tls is None:
+        if (settings.zeo_conf and settings.zeopack is None
+                and zeoconf_has_ssl(settings.zeo_conf)):
+            logger.warning(
+                "[%s] zeo-conf = %r configures TLS, which bin/zeopack cannot "
+                "use: set zeopack = (empty), or use the options "
+                "ssl-certificate, ssl-key and authentication-database "
+                "instead of zeo-conf", settings.part, settings.zeo_conf)
+        return
+    if settings.zeopack:
+        logger.warning(
+            "[%s] zeopack = %r: that script cannot use TLS, so it cannot "
+            "pack this server; remove the option to get the recipe's own "
+            "bin/zeopack", settings.part, settings.zeopack)
+    if settings.zeopack is None and not settings.tls.pack_certificate:
+        reader.fail("pack-ssl-certificate", "", (
+            "bin/zeopack needs a client certificate that the server trusts: "
+            "set pack-ssl-certificate and pack-ssl-key, or tls-generate = "
+            "true; or set zeopack = (empty) for no bin/zeopack"))
+    if not settings.tls.generate:
+        check_tls_files(settings.part, settings.tls)
+
+
+def check_tls_files(part, tls_settings):
+    """Check certificates, keys and the database before ZEO reads them;
+    a problem stops buildout naming the option, a doubt is a warning."""
+    for check, files in tls_settings.files():
+        try:
+            warnings = check()
+        except tls.Problem as e:
+            option, path = files[e.which]
+            raise zc.buildout.UserError(f"[{part}] {option} = {path!r}: {e}")
+        for which, why in warnings:
+            option, path = files[which]
+            logger.warning("[%s] %s = %r: %s", part, option, path, why)
+
+
+def zeoconf_has_ssl(path):
+    with open(path, encoding="utf-8") as f:
+        return re.search(r"^\s*<ssl\b", f.read(),
+                         re.IGNORECASE | re.MULTILINE) is not None
+
+
+def check_addresses_differ(reader, settings):
+    """The server, its monitor and its metrics each need an address of
+    their own; the second to claim one would fail at start time."""
+    taken = {"socket-name": Address(path=settings.socket_name)}
+    for option, address in settings.addresses().items():
+        for other, used in taken.items():
+            if address.is_unix or used.is_unix:
+                same = address.path == used.path
+            else:
+                same = address.port == used.port and (
+                    address.host == used.host
+                    or {address.host, used.host} & set(WILDCARD_HOSTS))
+            if same:
+                reader.fail(option, str(address), f"{other} uses this "
+                            "address too; give each its own")
+        taken[option] = address
 
 
 def writable_location(path):

@@ -1,7 +1,8 @@
 """bin/zeopack: pack the part's ZEO server with the part's defaults.
 
-Unlike ZEO's zeopack it never hangs: a server that is down, or does not
-serve the storage asked for, is reported in one line within a bound.
+Unlike ZEO's zeopack it never hangs: a server that is down, does not
+serve the storage asked for, or refuses our TLS client certificate, is
+reported in one line within a bound.
 """
 
 import argparse
@@ -11,6 +12,8 @@ import runpy
 import socket
 import sys
 import time
+
+from plone.recipe.zope2zeoserver import tlsclient
 
 
 CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage
@@ -59,8 +62,10 @@ def describe(address):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def check_reachable(address):
-    """Fail at once, not after the timeout, when nothing listens."""
+def check_reachable(address, tls=None):
+    """Fail at once, not after the timeout, when nothing listens or (with
+    TLS) the server refuses us: ZEO's client would retry until the timeout
+    and then only say that it timed out."""
     family = socket.AF_UNIX if isinstance(address, str) else (
         socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -71,15 +76,24 @@ def check_reachable(address):
             raise PackError(
                 f"cannot connect to the ZEO server at {describe(address)}: "
                 f"{e.strerror or e}; is it running?")
+        if tls is not None:
+            conn, _ = tlsclient.connect(s, describe(address), tls)
+            conn.close()
 
 
-def pack(address, storage, days, timeout):
-    """Pack STORAGE on the server at ADDRESS, keeping DAYS of history."""
+def pack(address, storage, days, timeout, tls=None):
+    """Pack STORAGE on the server at ADDRESS, keeping DAYS of history.
+
+    TLS: the client certificate, its key and the server's certificate
+    (paths), when the server requires TLS."""
     import ZEO.ClientStorage
 
-    check_reachable(address)
+    ssl_options = {}
+    if tls is not None:
+        ssl_options = {"ssl": tlsclient.client_context(tls)}
+    check_reachable(address, tls)
     client = ZEO.ClientStorage.ClientStorage(
-        address, storage=storage, wait=False, read_only=True)
+        address, storage=storage, wait=False, read_only=True, **ssl_options)
     try:
         deadline = time.monotonic() + timeout
         while not client.is_connected():
@@ -94,16 +108,20 @@ def pack(address, storage, days, timeout):
         client.close()
 
 
-def main(address, defaults, args=None):
-    """Entry point of bin/zeopack; ADDRESS and DEFAULTS are baked in."""
+def main(address, defaults, args=None, tls=None):
+    """Entry point of bin/zeopack; ADDRESS, DEFAULTS and TLS are baked in."""
     if args is None:
         args = sys.argv[1:]
     options = parse_args(args, defaults)
     # ZEO reports connection attempts at INFO; keep the output to results.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    # While it retries, ZEO logs every refused registration (e.g. an
+    # unknown storage) with a traceback; the outcome is reported below in
+    # one line instead.
+    logging.getLogger("ZEO").setLevel(logging.CRITICAL)
     try:
-        pack(address, options.storage, options.days, options.timeout)
-    except PackError as e:
+        pack(address, options.storage, options.days, options.timeout, tls)
+    except (PackError, tlsclient.TLSError) as e:
         print(f"zeopack: {e}", file=sys.stderr)
         return 1
     except Exception as e:

@@ -2,6 +2,8 @@
 
 import logging
 import os
+import pwd
+import re
 import subprocess
 import sys
 
@@ -10,13 +12,23 @@ import zc.buildout
 import zc.buildout.easy_install
 import zc.recipe.egg
 
+from plone.recipe.zope2zeoserver import tls
 from plone.recipe.zope2zeoserver import zeoconf
+from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
+from plone.recipe.zope2zeoserver.options import Address
+from plone.recipe.zope2zeoserver.options import check_tls_files
 from plone.recipe.zope2zeoserver.options import read_settings
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
 
 PROJECT = "plone.recipe.zope2zeoserver"
+
+# Needed to build the part, not to run the server: kept off the scripts'
+# sys.path.  (On zc.buildout 4 an egg of zc.recipe.egg 3 there brings a
+# pkg_resources-style `zc` package that hides zc.lockfile 4, which ZODB
+# imports: the server would not start.)
+BUILD_ONLY = {"zc-buildout", "zc-recipe-egg"}
 
 # Parts whose running server `uninstall` stopped during this buildout run;
 # when the part is installed again (changed options), it is restarted.
@@ -49,6 +61,7 @@ class Recipe:
     def install(self):
         settings = self.settings
         make_directories(settings)
+        self.make_tls()
         conf_path = settings.zeo_conf_path
         with open(conf_path, "w", encoding="utf-8") as f:
             f.write(zeoconf.zeo_conf_text(settings))
@@ -64,6 +77,7 @@ class Recipe:
         # Options are unchanged; only data directories may have vanished,
         # and a zeo-conf file may have been edited since.
         make_directories(self.settings)
+        self.make_tls()
         if self.settings.zeo_conf:
             self.read_zeo_conf(zeoconf.check, self.settings,
                                self.settings.zeo_conf_path)
@@ -75,9 +89,10 @@ class Recipe:
             return read(*args)
         except ZConfig.ConfigurationError as e:
             reason = str(e)
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, OSError) as e:
             # ZConfig lets some datatypes' errors through, e.g. a log
-            # format naming an unknown record field.
+            # format naming an unknown record field, or the ssl module's
+            # refusal of a zeo-conf's <ssl> files.
             reason = f"{type(e).__name__}: {e}"
         # One line: ZConfig puts the file position on a line of its own.
         reason = " ".join(reason.split())
@@ -85,6 +100,48 @@ class Recipe:
             f"[{self.name}] ZEO refuses the zeo.conf of this part "
             f"({self.settings.zeo_conf_path}): {reason}; "
             f"check {self.culprit_options()}")
+
+    def make_tls(self):
+        """tls-generate: make the missing certificates, keys and client
+        database, and say where they are; then check every TLS file, made
+        now or not, before ZEO reads it."""
+        settings = self.settings
+        if settings.tls is None or not settings.tls.generate:
+            return
+        directory = settings.tls.generate
+        try:
+            made = tls.generate(directory, self.name,
+                                settings.tls.server_names,
+                                settings.tls.clients, owner=self.tls_owner())
+        except tls.Problem as e:
+            raise zc.buildout.UserError(
+                f"[{self.name}] tls-directory = {directory!r}: {e}")
+        except OSError as e:
+            raise zc.buildout.UserError(
+                f"[{self.name}] tls-directory = {directory!r}: cannot write "
+                f"there: {e.strerror or e}; fix the permissions or choose "
+                "another tls-directory")
+        if made:
+            address = settings.address
+            if address.host in WILDCARD_HOSTS:
+                # Clients reach a server listening everywhere by a name.
+                address = Address(host=settings.tls.server_names[0],
+                                  port=address.port)
+            logger.info(tls.client_instructions(
+                self.name, str(address),
+                settings.storage_number, directory, settings.tls.clients,
+                settings.tls.server_names))
+        check_tls_files(self.name, settings.tls)
+
+    def tls_owner(self):
+        """(uid, gid) of effective-user when buildout runs as root: the
+        server reads its key after zdaemon switched to that user."""
+        if not self.settings.effective_user or os.geteuid() != 0:
+            return None
+        user = self.settings.effective_user
+        entry = (pwd.getpwuid(int(user)) if user.isdigit()
+                 else pwd.getpwnam(user))
+        return entry.pw_uid, entry.pw_gid
 
     def check_neighbours(self):
         """Two servers of one buildout must not share data or sockets (the
@@ -112,10 +169,15 @@ class Recipe:
     # -- scripts ---------------------------------------------------------
 
     def working_set(self):
+        """The distributions whose locations the generated scripts put on
+        sys.path: the recipe's and `eggs`', less those only building needs."""
         eggs = "\n".join((PROJECT,) + self.settings.eggs)
         _, ws = zc.recipe.egg.Eggs(
             self.buildout, self.name, {"eggs": eggs}).working_set()
-        return ws
+        wanted = {project_key(egg) for egg in self.settings.eggs}
+        return [dist for dist in ws
+                if project_key(dist.project_name) not in BUILD_ONLY
+                or project_key(dist.project_name) in wanted]
 
     def write_scripts(self):
         settings = self.settings
@@ -125,9 +187,11 @@ class Recipe:
         server_args = f"{conf}, {base}"
         scripts = [
             ("runzeo", os.path.join(settings.part_dir, "bin"),
-             "plone.recipe.zope2zeoserver.runzeo", "main", server_args),
+             "plone.recipe.zope2zeoserver.runzeo", "main",
+             server_args + self.listener_arguments()),
             (self.name, settings.bin_dir,
-             "plone.recipe.zope2zeoserver.ctl", "main", server_args),
+             "plone.recipe.zope2zeoserver.ctl", "main",
+             server_args + self.client_tls_argument()),
         ]
         if settings.zeopack != "":
             scripts.append((settings.zeopack_script_name, settings.bin_dir)
@@ -159,14 +223,41 @@ class Recipe:
                 defaults += ["-B", settings.blob_storage]
             return ("plone.recipe.zope2zeoserver.pack", "run_script",
                     f"{settings.zeopack!r}, {defaults!r}")
-        if address.is_unix:
-            target = self.path_expression(address.path)
-        else:
-            target = repr((address.host, address.port))
+        target = self.address_expression(address)
         defaults = {"storage": settings.storage_number,
                     "days": settings.pack_days}
         return ("plone.recipe.zope2zeoserver.pack", "main",
-                f"{target}, {defaults!r}")
+                f"{target}, {defaults!r}" + self.client_tls_argument())
+
+    def client_tls_argument(self):
+        """The client pair of bin/zeopack and the control script's stats
+        and check, and the server certificate they trust (pinned: exactly
+        the part's own server)."""
+        settings = self.settings.tls
+        if settings is None or not settings.pack_certificate:
+            return ""
+        files = {"certificate": settings.pack_certificate,
+                 "key": settings.pack_key,
+                 "server_certificate": settings.certificate}
+        return ", tls={%s}" % ", ".join(
+            f"{name!r}: {self.path_expression(path)}"
+            for name, path in files.items())
+
+    def listener_arguments(self):
+        """runzeo's keyword arguments for the monitor and metrics
+        addresses: ZEO 6's zeo.conf schema has no place for them."""
+        return "".join(
+            f", {keyword}={self.address_expression(address)}"
+            for keyword, address in (
+                ("monitor_address", self.settings.monitor_address),
+                ("metrics_address", self.settings.metrics_address))
+            if address)
+
+    def address_expression(self, address):
+        """Python source for ADDRESS in a generated script."""
+        if address.is_unix:
+            return self.path_expression(address.path)
+        return repr((address.host, address.port))
 
     def repozo_entry(self):
         if self.settings.repozo:
@@ -190,6 +281,13 @@ class Recipe:
         if base and path.startswith(base + os.sep):
             return f"join(base, {os.path.relpath(path, base)!r})"
         return repr(path)
+
+
+
+def project_key(requirement):
+    """The normalized project name of REQUIREMENT ("Zc.Recipe_Egg>=3")."""
+    name = re.match(r"[A-Za-z0-9._-]*", requirement.strip()).group()
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def make_directories(settings):

@@ -53,6 +53,7 @@ def zeo_conf_text(settings):
              on_off(settings.client_conflict_resolution)),
             ("msgpack", on_off(settings.msgpack)),
         ),
+        ssl=ssl_text(settings),
         storage_number=settings.storage_number,
         file_storage=conf_path(settings, settings.file_storage),
         storage_optional=optional_lines(
@@ -94,6 +95,20 @@ def address_text(settings):
     if address.is_unix:
         return conf_path(settings, address.path)
     return str(address)
+
+
+def ssl_text(settings):
+    """ZEO's <ssl> section: the server's certificate and key, and the
+    client certificates it trusts (ZEO requires them with TLS)."""
+    if settings.tls is None:
+        return ""
+    return "".join([
+        "  <ssl>\n",
+        f"    certificate {conf_path(settings, settings.tls.certificate)}\n",
+        f"    key {conf_path(settings, settings.tls.key)}\n",
+        f"    authenticate {conf_path(settings, settings.tls.authenticate)}\n",
+        "  </ssl>\n",
+    ])
 
 
 def log_handler_text(settings):

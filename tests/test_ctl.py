@@ -1,0 +1,296 @@
+"""bin/<part>, the control script, driving real servers."""
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import time
+
+
+from conftest import commit, processes_using, read, wait_for
+
+
+def address(buildout):
+    return ("127.0.0.1", buildout.port)
+
+
+def accepts(addr):
+    """True if something accepts a TCP connection on ADDR right now."""
+    try:
+        socket.create_connection(addr, timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def status_pid(buildout):
+    """The server's pid as `status` reports it, or None."""
+    result = buildout.ctl("status")
+    match = re.search(r"pid=(\d+)", result.stdout)
+    return int(match.group(1)) if result.returncode == 0 and match else None
+
+
+def output(result):
+    return result.stdout + result.stderr
+
+
+def no_traceback(text):
+    """The control script itself did not crash (the server's own
+    transcript, quoted in a failure report, may contain one)."""
+    assert "zope2zeoserver/ctl.py" not in text, text
+    assert "zdaemon/zdctl.py" not in text, text
+    assert not text.lstrip().startswith("Traceback"), text
+
+
+def nothing_left(buildout, timeout=5):
+    """No process of this buildout (server or daemon manager) survives."""
+    return wait_for(lambda: not processes_using(buildout.dir), timeout)
+
+
+def popen(buildout, *args, env=None):
+    return subprocess.Popen(
+        [str(buildout.path("bin", "zeo")), *args], cwd=buildout.dir,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env=env)
+
+
+def finish(process):
+    """Kill PROCESS if a failed check left it running."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+    process.stdout.close()
+
+
+def read_until(process, marker, timeout=10):
+    """What PROCESS printed until MARKER appeared (bounded by TIMEOUT)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_start_status_stop_restart(buildout):
+    buildout.install()
+    addr = address(buildout)
+
+    # status on a stopped server: LSB 3, and it starts nothing.
+    result = buildout.ctl("status")
+    assert result.returncode == 3, output(result)
+    assert not accepts(addr)
+    assert processes_using(buildout.dir) == []
+
+    # start returns only once the port accepts connections.
+    result = buildout.ctl("start")
+    assert result.returncode == 0, output(result)
+    assert accepts(addr)
+    pid = status_pid(buildout)
+    assert pid and alive(pid)
+    commit(addr, answer=42)
+
+    # start again: says so, changes nothing.
+    result = buildout.ctl("start")
+    assert result.returncode == 0, output(result)
+    assert "already running" in result.stdout
+    assert status_pid(buildout) == pid
+
+    # fg refuses to run a second server.
+    result = buildout.ctl("fg", timeout=15)
+    assert result.returncode == 1, output(result)
+    assert str(pid) in output(result)
+    no_traceback(output(result))
+    assert status_pid(buildout) == pid
+
+    # restart: a new server process that serves the data.
+    result = buildout.ctl("restart")
+    assert result.returncode == 0, output(result)
+    assert accepts(addr)
+    new_pid = status_pid(buildout)
+    assert new_pid and new_pid != pid
+    assert not alive(pid)
+    assert read(addr, "answer") == 42
+
+    # stop returns once the server process is gone.
+    result = buildout.ctl("stop")
+    assert result.returncode == 0, output(result)
+    assert not alive(new_pid)
+    assert not accepts(addr)
+    assert nothing_left(buildout), processes_using(buildout.dir)
+    result = buildout.ctl("status")
+    assert result.returncode == 3, output(result)
+
+    # stop when stopped is fine; status still starts nothing.
+    result = buildout.ctl("stop")
+    assert result.returncode == 0, output(result)
+    assert "not running" in result.stdout
+    assert buildout.ctl("status").returncode == 3
+    assert processes_using(buildout.dir) == []
+    assert not accepts(addr)
+
+
+def test_unknown_and_missing_command(buildout):
+    buildout.install()
+
+    result = buildout.ctl("frobnicate")
+    assert result.returncode != 0
+    text = output(result)
+    assert "frobnicate" in text
+    for command in ("start", "stop", "restart", "status", "fg", "logtail"):
+        assert command in text
+    assert "Traceback" not in text
+
+    # No command and stdin is not a terminal: usage, not an interactive
+    # shell waiting for input.
+    result = buildout.ctl(input="")
+    assert result.returncode != 0
+    text = output(result)
+    assert "usage" in text.lower()
+    assert "start" in text and "stop" in text
+    assert "Traceback" not in text
+    assert processes_using(buildout.dir) == []
+
+
+def test_show_and_logtail(server):
+    result = server.ctl("show")
+    assert result.returncode == 0, output(result)
+    assert str(server.path("parts", "zeo", "etc", "zeo.conf")) in result.stdout
+    assert str(server.path("var", "log", "zeo.log")) in result.stdout
+
+    log = server.path("var", "log", "zeo.log")
+    last_line = log.read_bytes().splitlines()[-1]
+    tail = popen(server, "logtail")
+    try:
+        seen = read_until(tail, last_line)
+        assert last_line in seen, seen
+        # It follows the file: a line written afterwards shows up too.
+        with open(log, "ab") as f:
+            f.write(b"marker written by test_show_and_logtail\n")
+        seen = read_until(tail, b"marker written by test_show_and_logtail")
+        assert b"marker written by test_show_and_logtail" in seen, seen
+        assert tail.poll() is None  # still following
+    finally:
+        finish(tail)
+
+
+def test_fg_runs_in_the_foreground(buildout):
+    buildout.install()
+    addr = address(buildout)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        fg = popen(buildout, "fg")
+        try:
+            assert wait_for(lambda: accepts(addr) or fg.poll() is not None,
+                            15)
+            assert fg.poll() is None, read_until(fg, b"\0", 1)
+            commit(addr, **{sig.name: True})
+            # The foreground process is the server: no daemon manager.
+            assert processes_using(buildout.dir) == [fg.pid]
+            fg.send_signal(sig)
+            assert fg.wait(10) == 0, sig.name
+            assert not accepts(addr)
+            assert processes_using(buildout.dir) == []
+        finally:
+            finish(fg)
+    # The server shut down cleanly both times: the data is there.
+    result = buildout.ctl("start")
+    assert result.returncode == 0, output(result)
+    assert read(addr, "SIGINT") is True
+    assert read(addr, "SIGTERM") is True
+
+
+def test_start_fails_when_the_port_is_in_use(buildout):
+    buildout.install()
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", buildout.port))
+        occupant.listen()
+        started = time.monotonic()
+        result = buildout.ctl("start", timeout=30)
+        elapsed = time.monotonic() - started
+    text = output(result)
+    assert result.returncode == 1, text
+    assert elapsed < 5, elapsed
+    assert "already in use" in text
+    assert f"127.0.0.1:{buildout.port}" in text
+    no_traceback(text)
+    assert nothing_left(buildout), processes_using(buildout.dir)
+
+
+def test_start_fails_when_the_server_crashes(buildout):
+    buildout.install("start-timeout = 5")
+    buildout.path("var", "filestorage", "Data.fs").write_bytes(
+        b"this is not a FileStorage" * 100)
+    started = time.monotonic()
+    result = buildout.ctl("start", timeout=60)
+    elapsed = time.monotonic() - started
+    text = output(result)
+    assert result.returncode == 1, text
+    assert elapsed < 5 + 3, elapsed
+    no_traceback(text)
+    # The reason is shown: the log / transcript tail names the bad file.
+    assert "FileStorageFormatError" in text or "Data.fs" in text, text
+    assert str(buildout.path("var", "log")) in text
+    # A failed start leaves nothing behind that keeps respawning the server.
+    assert not accepts(address(buildout))
+    assert nothing_left(buildout), processes_using(buildout.dir)
+    assert buildout.ctl("status").returncode == 3
+
+    # fg exits with the server's (failure) status.
+    fg = popen(buildout, "fg")
+    try:
+        status = fg.wait(15)
+        assert status not in (0, None)
+        assert b"Data.fs" in fg.stdout.read()
+    finally:
+        finish(fg)
+    assert processes_using(buildout.dir) == []
+
+
+def test_supervisor_mode(buildout):
+    buildout.install()
+    addr = address(buildout)
+    env = dict(os.environ, SUPERVISOR_ENABLED="1")
+
+    # start (and no command at all) run the server in the foreground.
+    for args in (["start"], []):
+        server = popen(buildout, *args, env=env)
+        try:
+            assert wait_for(
+                lambda: accepts(addr) or server.poll() is not None, 15)
+            assert server.poll() is None, read_until(server, b"\0", 1)
+            commit(addr, mode="supervisor")
+            # supervisord manages this very process: nothing forked off.
+            assert processes_using(buildout.dir) == [server.pid]
+            server.terminate()
+            assert server.wait(10) == 0
+            assert not accepts(addr)
+            assert processes_using(buildout.dir) == []
+        finally:
+            finish(server)
+
+    # Other commands act as usual.
+    result = buildout.ctl("start")  # without the variable: a daemon
+    assert result.returncode == 0, output(result)
+    pid = status_pid(buildout)
+    result = buildout.ctl("status", env=env)
+    assert result.returncode == 0, output(result)
+    assert str(pid) in result.stdout
+    assert read(addr, "mode") == "supervisor"
+    result = buildout.ctl("stop", env=env)
+    assert result.returncode == 0, output(result)
+    assert not alive(pid)
+    assert buildout.ctl("status", env=env).returncode == 3

@@ -1,0 +1,155 @@
+"""bin/zeopack and bin/repozo against real servers."""
+
+import re
+import time
+
+import transaction
+import ZODB.blob
+
+from conftest import client, commit, read
+
+
+def address(buildout):
+    return ("127.0.0.1", buildout.port)
+
+
+def output(result):
+    return result.stdout + result.stderr
+
+
+def start(buildout):
+    result = buildout.ctl("start")
+    assert result.returncode == 0, output(result)
+
+
+def commit_revisions(addr, key, count):
+    """COUNT transactions, each replacing root[KEY]: garbage for a pack."""
+    with client(addr) as db:
+        for i in range(count):
+            with db.transaction() as conn:
+                conn.root()[key] = f"{i:06d}" + "garbage " * 500
+    return f"{count - 1:06d}"
+
+
+def one_line_error(result):
+    """A failure reported in one line on stderr, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in output(result)
+    return lines[0]
+
+
+def test_pack_and_backup(buildout):
+    buildout.install("pack-days = 3")
+    start(buildout)
+    addr = address(buildout)
+    last = commit_revisions(addr, "doc", 60)
+    data_fs = buildout.path("var", "filestorage", "Data.fs")
+    size = data_fs.stat().st_size
+
+    # The part's pack-days is the default: everything is younger than
+    # 3 days, so a pack without -d keeps every revision.
+    result = buildout.script("zeopack", timeout=30)
+    assert result.returncode == 0, output(result)
+    assert data_fs.stat().st_size >= size
+
+    result = buildout.script("zeopack", "-d", "0", timeout=30)
+    assert result.returncode == 0, output(result)
+    assert "Traceback" not in output(result)
+    packed = data_fs.stat().st_size
+    assert packed < size / 5, (size, packed)
+    assert read(addr, "doc").startswith(last)
+
+    # A storage the server does not have: one line naming it, bounded.
+    started = time.monotonic()
+    result = buildout.script("zeopack", "-d", "0", "-S", "nosuchstorage",
+                             timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, output(result)
+    assert elapsed < 13, elapsed
+    assert "nosuchstorage" in one_line_error(result)
+    assert buildout.ctl("status").returncode == 0
+
+    # repozo backs up the live storage; the restore is identical.
+    commit(addr, answer=42)
+    backups = buildout.path("var", "backups")
+    backups.mkdir()
+    result = buildout.script("repozo", "-B", "-r", "var/backups",
+                             "-f", "var/filestorage/Data.fs", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert list(backups.glob("*.fs")), list(backups.iterdir())
+    result = buildout.ctl("stop")
+    assert result.returncode == 0, output(result)
+    result = buildout.script("repozo", "-R", "-r", "var/backups",
+                             "-o", "restored.fs", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert buildout.path("restored.fs").read_bytes() == data_fs.read_bytes()
+
+
+def test_pack_without_server_and_options(buildout):
+    buildout.install("pack-days = 3")
+
+    started = time.monotonic()
+    result = buildout.script("zeopack", "-d", "0", timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, output(result)
+    assert elapsed < 10, elapsed
+    line = one_line_error(result)
+    assert f"127.0.0.1:{buildout.port}" in line
+
+    result = buildout.script("zeopack", "-h")
+    assert result.returncode == 0, output(result)
+    assert "usage" in result.stdout.lower()
+    assert "-d" in result.stdout and "-S" in result.stdout
+    # The help shows the part's pack-days as the default.
+    assert re.search(r"default: 3(\.0)?\b", result.stdout), result.stdout
+
+    result = buildout.script("zeopack", "-d", "yesterday")
+    assert result.returncode != 0
+    assert "Traceback" not in output(result)
+    errors = [line for line in result.stderr.splitlines()
+              if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert "yesterday" in errors[0]
+
+
+def blob_files(directory):
+    return sorted(p for p in directory.rglob("*.blob"))
+
+
+def test_pack_removes_old_blobs(buildout, tmp_path):
+    buildout.install("blob-storage = var/blobstorage")
+    start(buildout)
+    addr = address(buildout)
+    blob_dir = buildout.path("var", "blobstorage")
+    cache = tmp_path / "blob-cache"
+
+    with client(addr, blob_dir=str(cache)) as db:
+        with db.transaction() as conn:
+            conn.root()["file"] = ZODB.blob.Blob(b"first version")
+        with db.transaction() as conn:
+            with conn.root()["file"].open("w") as f:
+                f.write(b"second version")
+    files = blob_files(blob_dir)
+    assert len(files) == 2, files
+    old = [f for f in files if f.read_bytes() == b"first version"]
+    assert len(old) == 1
+
+    result = buildout.script("zeopack", "-d", "0", timeout=30)
+    assert result.returncode == 0, output(result)
+    assert not old[0].exists()
+    files = blob_files(blob_dir)
+    assert [f.read_bytes() for f in files] == [b"second version"]
+
+    # A second pack (as a nightly job would run) works too.
+    result = buildout.script("zeopack", "-d", "0", timeout=30)
+    assert result.returncode == 0, output(result)
+
+    with client(addr, blob_dir=str(tmp_path / "other-cache")) as db:
+        conn = db.open()
+        try:
+            with conn.root()["file"].open("r") as f:
+                assert f.read() == b"second version"
+        finally:
+            conn.close()
+            transaction.abort()

@@ -1,0 +1,213 @@
+"""bin/<part> stats and check: the running server's figures, asked over
+its own address, as a person, a script and a monitoring system read them.
+"""
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+
+from ZEO.monitor import StorageStats
+
+from conftest import client, commit, commit_lock_held, wait_for
+
+
+FAST = 1.5  # seconds: stats and check answer "well under a second"
+
+FIGURES = {
+    "started": str, "clients": int, "clients_verifying": int,
+    "active_transactions": int, "waiting_transactions": int,
+    "commit_lock_seconds": float, "commits": int, "aborts": int,
+    "loads": int, "stores": int, "conflicts": int, "conflicts_resolved": int,
+    "last_transaction": (str, type(None)),
+    "last_transaction_time": (float, type(None)),
+    "seconds_since_last_transaction": (float, type(None)),
+}
+
+
+def output(result):
+    return result.stdout + result.stderr
+
+
+def timed(buildout, *args):
+    started = time.monotonic()
+    result = buildout.ctl(*args, timeout=60)
+    return result, time.monotonic() - started
+
+
+def stats_json(buildout):
+    result, elapsed = timed(buildout, "stats", "--json")
+    assert result.returncode == 0, output(result)
+    assert elapsed < FAST, elapsed
+    return json.loads(result.stdout)
+
+
+def test_stats_shows_the_live_figures(buildout):
+    buildout.install("""
+        zeo-conf-additional =
+            <filestorage 2>
+              path ${buildout:directory}/var/filestorage/Two.fs
+            </filestorage>
+        """)
+    assert buildout.ctl("start").returncode == 0
+    address = ("127.0.0.1", buildout.port)
+    for n in range(3):
+        commit(address, n=n)
+    with client(address) as db:
+        # Closed clients leave the count as the server notices; the
+        # asking connection itself is never counted.
+        assert wait_for(lambda: stats_json(buildout)["storages"]["1"][
+            "clients"] == 1)
+        report = stats_json(buildout)
+        result, elapsed = timed(buildout, "stats")
+        check, _ = timed(buildout, "check")
+    assert report["address"] == f"127.0.0.1:{buildout.port}"
+    assert abs(report["time"] - time.time()) < 60
+    assert sorted(report["storages"]) == ["1", "2"]
+    for figures in report["storages"].values():
+        assert set(figures) == set(FIGURES)
+        for key, kind in FIGURES.items():
+            assert isinstance(figures[key], kind), (key, figures[key])
+    one, two = report["storages"]["1"], report["storages"]["2"]
+    assert one["commits"] >= 3 + 1 and one["stores"] >= 4
+    assert one["loads"] >= 1
+    assert two["commits"] == 0 and two["clients"] == 0
+    assert two["last_transaction"] is None
+    assert 0 <= one["seconds_since_last_transaction"] < 60
+    assert len(one["last_transaction"]) == 16
+
+    # The human form: the monitor's blocks, which ZEO itself parses.
+    assert result.returncode == 0, output(result)
+    assert elapsed < FAST, elapsed
+    header, *blocks = result.stdout.split("\n\n")
+    assert header == f"ZEO server at 127.0.0.1:{buildout.port}"
+    assert [b.split("\n")[0] for b in blocks] == ["Storage: 1", "Storage: 2"]
+    stats = StorageStats()
+    stats.parse(blocks[0].strip())
+    assert stats.commits == one["commits"] and stats.clients == 1
+    assert "Last transaction: none" in blocks[1]
+
+    assert check.returncode == 0, output(check)
+    [line] = check.stdout.splitlines()
+    assert line.startswith(f"ZEO OK - 2 storages, 1 clients, "
+                           f"{one['commits']} commits | "), line
+    assert " clients=1 " in line and " 2:commits=0 " in line
+
+
+def test_check_warns_about_a_commit_lock_held_too_long(server):
+    address = ("127.0.0.1", server.port)
+    commit(address, x=1)
+    assert server.ctl("check", "--lock-warning", "0.5").returncode == 0
+    with commit_lock_held(address):
+        assert wait_for(lambda: stats_json(server)["storages"]["1"][
+            "commit_lock_seconds"] >= 1)
+        warning, elapsed = timed(server, "check", "--lock-warning", "1")
+        critical, _ = timed(server, "check", "--lock-warning", "0.5",
+                            "--lock-critical", "1")
+        relaxed, _ = timed(server, "check")  # default: 10 s
+        text, _ = timed(server, "stats")
+    assert warning.returncode == 1, output(warning)
+    assert elapsed < FAST, elapsed
+    assert re.match(r"ZEO WARNING - commit lock of storage '1' held for "
+                    r"\d+ s; 1 clients, \d+ commits \| .* lock=\d",
+                    warning.stdout), warning.stdout
+    assert critical.returncode == 2, output(critical)
+    assert critical.stdout.startswith("ZEO CRITICAL - commit lock")
+    assert relaxed.returncode == 0, output(relaxed)
+    assert re.search(r"^Commit lock held for: [1-9]", text.stdout, re.M)
+    assert "Active transactions: 1" in text.stdout
+    # The lock is free again once the client aborted.
+    figures = stats_json(server)["storages"]["1"]
+    assert figures["commit_lock_seconds"] == 0
+    assert figures["active_transactions"] == 0
+    assert figures["aborts"] >= 1
+    assert server.ctl("check", "--lock-warning", "0").returncode == 0
+
+
+def test_stats_and_check_when_the_server_is_down(buildout):
+    buildout.install()
+    result, elapsed = timed(buildout, "stats")
+    assert result.returncode == 3, output(result)
+    assert elapsed < FAST, elapsed
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"the ZEO server at 127.0.0.1:{buildout.port} is not running "
+        "(Connection refused); start it with the start command\n")
+    result, elapsed = timed(buildout, "check")
+    assert result.returncode == 2, output(result)
+    assert elapsed < FAST, elapsed
+    assert result.stdout.startswith("ZEO CRITICAL - the ZEO server at ")
+    assert len(result.stdout.splitlines()) == 1
+    # Usage errors are UNKNOWN to a monitoring system, not CRITICAL.
+    result = buildout.ctl("check", "--lock-warning", "soon")
+    assert result.returncode == 3, output(result)
+    assert "Traceback" not in output(result)
+
+
+@contextlib.contextmanager
+def impostor(port, behave):
+    """Something else on PORT: BEHAVE(connection) for each connection."""
+    listener = socket.create_server(("127.0.0.1", port))
+    connections = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                connections.append(conn)
+                behave(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        # shutdown() wakes the accept() the thread is blocked in.
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(10)
+        for conn in connections:
+            conn.close()
+
+
+def test_check_is_critical_when_something_else_answers(buildout):
+    """Not ZEO, or a server that accepts but never answers: bounded."""
+    buildout.install()
+    with impostor(buildout.port, lambda conn: None):
+        result, elapsed = timed(buildout, "check", "--timeout", "0.5")
+        stats, _ = timed(buildout, "stats", "--timeout", "0.5")
+    assert result.returncode == 2, output(result)
+    assert elapsed < 0.5 + FAST, elapsed
+    assert "did not answer within 0.5 s" in result.stdout
+    assert stats.returncode == 1, output(stats)
+    assert "did not answer within 0.5 s" in stats.stderr
+
+    def talk_nonsense(conn):
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    with impostor(buildout.port, talk_nonsense):
+        result, elapsed = timed(buildout, "check")
+    assert result.returncode == 2, output(result)
+    assert elapsed < FAST, elapsed
+    assert "did not answer like a ZEO server" in result.stdout
+
+
+def test_stats_and_check_over_a_unix_socket(buildout):
+    buildout.install("zeo-address = var/zeo.sock")
+    assert buildout.ctl("start").returncode == 0
+    path = str(buildout.path("var", "zeo.sock"))
+    commit(path, x=1)
+    report = stats_json(buildout)
+    assert report["address"] == path
+    assert report["storages"]["1"]["commits"] >= 1
+    result = buildout.ctl("check")
+    assert result.returncode == 0, output(result)
+    assert result.stdout.startswith("ZEO OK - 0 clients, ")
+    assert buildout.ctl("stop").returncode == 0
+    result = buildout.ctl("check")
+    assert result.returncode == 2, output(result)
+    assert buildout.ctl("stats").returncode == 3
