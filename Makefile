@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
+# More requirements resolved together with the recipe's, e.g. the
+# zc.buildout under test: PIP_EXTRA="zc.buildout~=5.0 zc.recipe.egg~=4.0"
+# (tox.ini's buildoutN factors).  A venv is made once: use a new VENV.
+PIP_EXTRA ?=
 
 .PHONY: run test dist check clean
 
@@ -13,7 +17,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet ".[test]"
+	$(BIN)/python -m pip install --quiet ".[test]" $(PIP_EXTRA)
 	$(BIN)/python -m pip uninstall --quiet --yes plone.recipe.zope2zeoserver
 	touch $@
 
@@ -31,6 +35,18 @@ dist: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet build twine
 	$(BIN)/python -m build --no-isolation --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
+
+# Benchmark against plone.recipe.zeoserver and plain ZEO (bench/run.py);
+# prints one table of medians, ratios and targets.  bench-smoke runs each
+# measurement once on small data, to keep the benchmark working (CI).
+.PHONY: bench bench-smoke
+BENCH_ARGS ?=
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-smoke: $(VENV)/.installed
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) bin parts develop-eggs .installed.cfg build dist

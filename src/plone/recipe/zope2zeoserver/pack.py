@@ -14,6 +14,7 @@ import sys
 import time
 
 from plone.recipe.zope2zeoserver import tlsclient
+from plone.recipe.zope2zeoserver.monitor import describe
 
 
 CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage
@@ -53,13 +54,6 @@ def non_negative(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative")
     return value
-
-
-def describe(address):
-    if isinstance(address, str):
-        return address
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def check_reachable(address, tls=None):
