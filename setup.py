@@ -50,7 +50,7 @@ setup(
         "cryptography >= 42",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "pytest-xdist"],
     },
     entry_points={
         "zc.buildout": ["default = plone.recipe.zope2zeoserver.recipe:Recipe"],
