@@ -48,5 +48,11 @@ bench: $(VENV)/.installed
 bench-smoke: $(VENV)/.installed
 	$(BIN)/python bench/run.py --quick
 
+# Replication lag of a ZRS primary and secondary under a steady commit
+# load (median, p90, p99), about 30 s.
+.PHONY: bench-replication
+bench-replication: $(VENV)/.installed
+	$(BIN)/python bench/replication.py
+
 clean:
 	rm -rf $(VENV) bin parts develop-eggs .installed.cfg build dist

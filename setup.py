@@ -2,6 +2,9 @@ from setuptools import find_namespace_packages
 from setuptools import setup
 
 
+ZRS = "zc.zrs == 3.1.0"
+
+
 def read(name):
     with open(name, encoding="utf-8") as f:
         return f.read()
@@ -33,7 +36,7 @@ setup(
     python_requires=">=3.10",
     packages=find_namespace_packages("src", include=["plone.*"]),
     package_dir={"": "src"},
-    package_data={"plone.recipe.zope2zeoserver": ["*.in"]},
+    package_data={"plone.recipe.zope2zeoserver": ["*.in", "*.xml"]},
     include_package_data=True,
     zip_safe=False,
     install_requires=[
@@ -50,7 +53,11 @@ setup(
         "cryptography >= 42",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "pytest-xdist"],
+        # Replication (replicate-to/replicate-from), added to a part's
+        # eggs by the recipe.  Pinned: zrscompat.py adapts exactly these
+        # versions to ZODB 6 and is tested with them.
+        "zrs": [ZRS],
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", ZRS],
     },
     entry_points={
         "zc.buildout": ["default = plone.recipe.zope2zeoserver.recipe:Recipe"],

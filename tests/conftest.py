@@ -7,6 +7,7 @@ buildouts share one eggs directory, so no test touches the network.
 """
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -25,12 +26,21 @@ BUILDOUT = Path(sys.executable).parent / "buildout"
 
 @pytest.fixture(scope="session")
 def dist_dir(tmp_path_factory):
-    """A directory holding the wheel of this checkout."""
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-         "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)],
-        check=True, capture_output=True)
+    """A directory holding the wheel of this checkout, built once per test
+    run: pytest-xdist workers share it, because builds running at the same
+    time collide in the checkout's build/ directory."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    dist = root / "dist"
+    with open(root / "dist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(dist.glob("*.whl")):
+            dist.mkdir(exist_ok=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                 "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)],
+                check=True, capture_output=True)
     return dist
 
 

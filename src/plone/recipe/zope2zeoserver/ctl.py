@@ -6,11 +6,11 @@ server accepts connections or fails with the reason, status follows LSB
 exit codes, fg is the server itself, waits poll finely and are bounded.
 """
 
-import argparse
 import json
 import os
-import pwd
+import re
 import shlex
+import signal
 import socket
 import struct
 import sys
@@ -22,18 +22,27 @@ import zdaemon.zdoptions
 import ZEO
 
 from plone.recipe.zope2zeoserver import monitor
+from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import tlsclient
+from plone.recipe.zope2zeoserver.pack import ArgumentParser
 from plone.recipe.zope2zeoserver.pack import non_negative
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 
 POLL = 0.05  # seconds between status polls (zdctl sleeps a whole second)
 STATUS_NOT_RUNNING = 3  # LSB: program is not running
+STATUS_UNKNOWN = 4  # LSB: status unknown (status given wrong arguments)
+USAGE = 2  # a command given wrong arguments
+# Set in the environment of the zdaemon manager, so of the server it
+# starts: a server with it whose manager does not answer lost its manager
+# (kill -9); one without it runs in the foreground under another manager.
+MANAGED_ENV = "ZOPE2ZEOSERVER_MANAGED"
 ASK_TIMEOUT = 5  # seconds stats and check wait for each step of an answer
 # Monitoring-plugin exit statuses (Nagios, Icinga, Sensu, ...).
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 CHECK_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 FOREGROUND_COMMANDS = ("", "start", "fg", "foreground")
+WINDOWS = os.name == "nt"  # no zdaemon, no exec
 
 
 class Options(zdaemon.zdctl.ZDCtlOptions):
@@ -50,6 +59,12 @@ class Options(zdaemon.zdctl.ZDCtlOptions):
         zdaemon.zdoptions.RunnerOptions.realize(self, *args, **kw)
         if not self.python:
             self.python = sys.executable
+
+    def usage(self, msg):
+        """One line instead of zdoptions' two."""
+        print(f"{os.path.basename(sys.argv[0])}: {msg}; for the commands, "
+              "use the help command", file=sys.stderr)
+        sys.exit(USAGE)
 
 
 class Commands(zdaemon.zdctl.ZDCmd):
@@ -70,6 +85,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         writes must belong to that user before zdctl drops privileges."""
         if options.user is None or os.geteuid() != 0:
             return
+        import pwd  # POSIX only, as effective-user is
         try:
             entry = (pwd.getpwuid(int(options.user)) if options.user.isdigit()
                      else pwd.getpwnam(options.user))
@@ -77,10 +93,24 @@ class Commands(zdaemon.zdctl.ZDCmd):
             fail(f"effective-user {options.user!r} does not exist on this "
                  "machine; create it or change effective-user and rerun "
                  "bin/buildout")
-        for path in server_paths(options.configroot):
-            chown_path(path, entry.pw_uid, entry.pw_gid)
-        check_runs_as(entry)
+        paths = server_paths(options.configroot)
+        problems = {}
+        for path in paths:
+            try:
+                chown_path(path, entry.pw_uid, entry.pw_gid)
+            except OSError as e:
+                # E.g. a read-only file system: if the user can write
+                # there anyway, all is well (check_runs_as finds out).
+                problems[path] = e.strerror
+        check_runs_as(entry, [p for p in paths if os.path.isdir(p)],
+                      problems)
 
+    def send_action(self, action):
+        """zdctl's, but there is no zdaemon manager to ask where there are
+        no unix sockets (Windows): it is not running."""
+        if not hasattr(socket, "AF_UNIX"):
+            return None
+        return super().send_action(action)
 
     @property
     def address(self):
@@ -98,11 +128,26 @@ class Commands(zdaemon.zdctl.ZDCmd):
               file=sys.stderr)
         return 1
 
-    def explain_failure(self, what):
-        print(f"{what}; see {self.options.logfile} and "
-              f"{self.options.transcript}", file=sys.stderr)
-        for path in (self.options.transcript, self.options.logfile):
-            lines = tail(path, 10)
+    def log_marks(self):
+        """Where the transcript and the log end now: a failure report
+        quotes what was written after that (see `explain_failure`)."""
+        return {path: file_size(path)
+                for path in (self.options.transcript, self.options.logfile)}
+
+    def explain_failure(self, what, marks=None):
+        """Report WHAT went wrong, followed on the same line by the reason
+        the server printed (its last error line in the transcript), then
+        the lines the transcript and the log gained since MARKS (the last
+        lines without them)."""
+        paths = (self.options.transcript, self.options.logfile)
+        news = {path: new_lines(path, (marks or {}).get(path))
+                for path in paths}
+        reason = failure_reason(news[self.options.transcript])
+        print(f"{what}: {reason}" if reason else what, file=sys.stderr)
+        print(f"see {self.options.logfile} and {self.options.transcript}",
+              file=sys.stderr)
+        for path in paths:
+            lines = news[path][-10:]
             if lines:
                 print(f"--- last lines of {path}:", file=sys.stderr)
                 sys.stderr.writelines(lines)
@@ -124,13 +169,24 @@ class Commands(zdaemon.zdctl.ZDCmd):
             if cond(waited):
                 print(msg % self.__dict__)
                 return 0
-            if not self.zd_up and (was_running or waited > 10):
+            if not self.zd_up and (was_running or waited > 10
+                                   or manager_failed()):
+                return 1
+            if self.backing_off():
                 return 1
             if waited > limit:
                 print(f"gave up waiting after {limit} s", file=sys.stderr)
                 return 1
             time.sleep(POLL)
             was_running = bool(self.get_status()) or was_running
+
+    def backing_off(self):
+        """True if the server exited and zdrun waits before it starts it
+        again (it does so only for a server that ran less than
+        backoff-limit seconds): the server crashed while starting."""
+        match = re.search(r"(?m)^backoff=(\d+)$", self.zd_status or "")
+        return bool(self.zd_up and not self.zd_pid and match
+                    and int(match.group(1)))
 
     def _start_cond(self, waited):
         return self.zd_pid and not self.zd_testing
@@ -142,15 +198,31 @@ class Commands(zdaemon.zdctl.ZDCmd):
         if self.zd_pid:
             print(f"already running; pid={self.zd_pid}")
             return 0
-        if not self.zd_up and self.accepts_connections():
-            return self.address_in_use()
+        if not self.zd_up:
+            pid, managed = self.server_process()
+            if pid and not managed:
+                print("already running in the foreground, not under "
+                      f"zdaemon; pid={pid}")
+                return 0
+            if pid:
+                # Its manager was killed: nothing would restart it after a
+                # crash.  Stop it cleanly and start it under a new one.
+                print(f"the server (pid={pid}) lost its daemon manager; "
+                      "stopping it to start it under a new one")
+                if not self.stop_orphan(pid):
+                    print(f"process {pid} did not stop; not started",
+                          file=sys.stderr)
+                    return 1
+            elif self.accepts_connections():
+                return self.address_in_use()
+        marks = self.log_marks()
         deadline = time.monotonic() + self.options.start_timeout
         if super().do_start(arg):
             self.stop_manager()
-            return self.explain_failure("the server did not start")
-        return self.wait_until_ready(deadline)
+            return self.explain_failure("the server did not start", marks)
+        return self.wait_until_ready(deadline, marks)
 
-    def wait_until_ready(self, deadline):
+    def wait_until_ready(self, deadline, marks):
         """After zdrun reports a pid: wait for the address to accept.
 
         A server that exits meanwhile crashed while starting: zdrun is
@@ -160,13 +232,14 @@ class Commands(zdaemon.zdctl.ZDCmd):
             self.get_status()
             if not self.zd_up or self.zd_pid != first_pid:
                 self.stop_manager()
-                return self.explain_failure("the server exited while starting")
+                return self.explain_failure(
+                    "the server exited while starting", marks)
             if time.monotonic() > deadline:
                 return self.explain_failure(
                     f"the server does not accept connections on "
                     f"{self.address_text()} after {self.options.start_timeout}"
                     " s (start-timeout); it may still be opening a large "
-                    "database")
+                    "database", marks)
             time.sleep(POLL)
         print(f"ready: serving on {self.address_text()}, pid={self.zd_pid}")
         return 0
@@ -203,7 +276,14 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def do_stop(self, arg):
         self.get_status()
         if not self.zd_up:
-            pid = self.foreground_pid()
+            pid, managed = self.server_process()
+            if pid and managed:
+                if not self.stop_orphan(pid):
+                    print(f"process {pid} did not stop", file=sys.stderr)
+                    return 1
+                print("daemon process stopped (it had lost its daemon "
+                      "manager)")
+                return 0
             if pid:
                 print(f"the server (pid={pid}) runs in the foreground, not "
                       "under zdaemon: stop it with the process manager that "
@@ -217,35 +297,143 @@ class Commands(zdaemon.zdctl.ZDCmd):
         self.get_status()
         if not self.zd_pid:
             return self.do_start(arg)
+        marks = self.log_marks()
         deadline = time.monotonic() + self.options.start_timeout
         old = self.zd_pid
         self.send_action("restart")
         if self.awhile(lambda waited: self.zd_pid not in (0, old),
                        "restarted, pid=%(zd_pid)d"):
-            return self.explain_failure("the server did not restart")
-        return self.wait_until_ready(deadline)
+            return self.explain_failure("the server did not restart", marks)
+        return self.wait_until_ready(deadline, marks)
 
     def do_status(self, arg=""):
+        if arg.strip() not in ("", "-l"):
+            print(f"status: unknown argument {arg.strip()!r}; use status or "
+                  "status -l", file=sys.stderr)
+            return STATUS_UNKNOWN
+        for name, role in self.roles().items():
+            print(f"storage {name}: {replication.role_text(role)}")
         self.get_status()
-        pid = None if self.zd_up else self.foreground_pid()
+        pid, managed = (None, False) if self.zd_up else self.server_process()
+        if pid and managed:
+            print("program running without its daemon manager (it was "
+                  f"killed); pid={pid}; start or restart puts it under a "
+                  "new one")
+            return 0
         if pid:
             print(f"program running in the foreground, not under zdaemon; "
                   f"pid={pid}")
             return 0
-        super().do_status(arg)
+        super().do_status(arg.strip())
         return 0 if self.zd_pid else STATUS_NOT_RUNNING
 
-    def foreground_pid(self):
-        """The pid of a server started with fg (by supervisord, systemd or
-        by hand): its pid file names a live process and its address
-        accepts connections."""
+    def server_process(self):
+        """(pid, managed): the part's server process named by its pid
+        file, or (None, False).  MANAGED: a zdaemon manager started it.
+
+        The pid counts only if that process runs this part's runzeo: after
+        a kill -9 the pid file stays behind, and its pid may belong to an
+        unrelated process by now, which must never be signalled.  Without
+        /proc (not Linux) a live pid whose address answers counts, as a
+        server run in the foreground.
+        """
         try:
             with open(self.options.configroot.zeo.pid_filename) as f:
                 pid = int(f.read())
-            os.kill(pid, 0)
         except (OSError, ValueError, TypeError):
-            return None
-        return pid if self.accepts_connections() else None
+            return None, False
+        if not os.path.isdir("/proc/self"):
+            found = running(pid) and self.accepts_connections()
+            return (pid if found else None), False
+        arguments = proc_file(pid, "cmdline").split(b"\0")
+        program = os.path.realpath(self.options.program[0])
+        if not any(os.path.realpath(os.fsdecode(a)) == program
+                   for a in arguments if a) or not running(pid):
+            return None, False
+        environment = proc_file(pid, "environ").split(b"\0")
+        return pid, f"{MANAGED_ENV}=1".encode() in environment
+
+    def stop_orphan(self, pid):
+        """Stop the server PID that no manager watches any more as zdaemon
+        would: SIGTERM, and SIGKILL after stop-timeout.  True once gone."""
+        timeout = self.options.configroot.runner.stop_timeout
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return True
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not running(pid):
+                    return True
+                time.sleep(POLL)
+        return not running(pid)
+
+    def running_pid(self):
+        """The server's pid, however it runs (under zdaemon, orphaned or
+        in the foreground), or None."""
+        self.get_status()
+        if self.zd_pid:
+            return self.zd_pid
+        return None if self.zd_up else self.server_process()[0]
+
+    def do_kill(self, arg):
+        name = arg.strip() or "TERM"
+        try:
+            signame = zdaemon.zdoptions.name2signal(name)
+        except ValueError:
+            print(f"kill: {name!r} is not a signal; give a name such as "
+                  "TERM, HUP or USR2, or a number", file=sys.stderr)
+            return USAGE
+        pid = self.running_pid()
+        if not pid:
+            print("kill: the server is not running; no signal sent",
+                  file=sys.stderr)
+            return 1
+        try:
+            os.kill(pid, getattr(signal, signame))
+        except OSError as e:
+            print(f"kill: cannot signal process {pid}: {e.strerror}",
+                  file=sys.stderr)
+            return 1
+        print(f"signal {signame} sent to process {pid}")
+        return 0
+
+    def help_kill(self):
+        print("kill [SIGNAL] -- send SIGNAL (default TERM) to the server")
+
+    def do_logreopen(self, arg):
+        """Reopen the logs after logrotate moved them: the transcript (the
+        manager's) and the server's (SIGUSR2).  A stopped server has
+        nothing to reopen, which is not an error for logrotate."""
+        if not self.running_pid():
+            print("not running; no log to reopen")
+            return 0
+        if self.zd_up:
+            self.send_action("reopen_transcript")
+        return self.do_kill("USR2")
+
+    def help_logreopen(self):
+        print("logreopen -- make the server reopen its log files (after "
+              "logrotate moved them)")
+
+    def do_show(self, arg):
+        topic = arg.strip() or "options"
+        if not hasattr(self, f"show_{topic}"):
+            print(f"show: unknown topic {topic!r}; use show options, show "
+                  "python or show all", file=sys.stderr)
+            return USAGE
+        getattr(self, f"show_{topic}")()
+        return 0
+
+    def do_help(self, arg):
+        topic = arg.strip()
+        if topic and not hasattr(self, f"do_{topic}"):
+            print(f"help: no command {topic!r}; commands: "
+                  f"{', '.join(self.command_names())}", file=sys.stderr)
+            return USAGE
+        super().do_help(topic)
+        return 0
 
     def do_foreground(self, arg):
         """Become the server: its exit status is ours and signals reach it
@@ -279,13 +467,38 @@ class Commands(zdaemon.zdctl.ZDCmd):
             print(json.dumps({
                 "address": self.address_text(),
                 "time": now,
-                "storages": {name: monitor.figures(status, now)
+                "storages": {name: self.figures(name, status, now)
                              for name, status in statuses.items()},
             }, indent=2, sort_keys=True))
         else:
-            print(f"ZEO server at {self.address_text()}\n")
+            print(f"ZEO server at {self.address_text()}")
+            for name, role in self.roles().items():
+                print(f"storage {name}: " + replication.role_text(
+                    role, statuses.get(name, {}).get("replication")))
+            print()
             print(monitor.stats_text(statuses), end="")
         return 0
+
+    def roles(self):
+        """{storage name: role} of the storages that are replicated or
+        fan out (`replication.role`), from zeo.conf."""
+        found = {}
+        for opener in self.options.configroot.storages:
+            role = replication.role(opener)
+            if role:
+                found[opener.name] = role
+        return found
+
+    def figures(self, name, status, now):
+        """`stats --json` of one storage: the monitor's figures; for a
+        storage that is replicated or fans out, its role and the
+        replication state the server reports (a secondary's, or null)."""
+        values = monitor.figures(status, now)
+        role = self.roles().get(name)
+        if role:
+            values["role"] = role
+            values["replication"] = status.get("replication")
+        return values
 
     def help_stats(self):
         stats_parser().print_help()
@@ -323,30 +536,132 @@ class Commands(zdaemon.zdctl.ZDCmd):
         return True
 
 
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError):
+        return None
+
+
+def new_lines(path, mark):
+    """The lines of PATH after byte MARK (the last 10 lines if MARK is
+    None, or the file was replaced since), or [] if it cannot be read."""
+    size = file_size(path)
+    if size is None:
+        return []
+    if mark is None or mark > size:
+        return tail(path, 10)
+    with open(path, "rb") as f:
+        f.seek(mark)
+        data = f.read(1 << 20).decode("utf-8", "replace")
+    return [line + "\n" for line in data.splitlines()]
+
+
+# The last line of a traceback ("ZODB...FileStorageFormatError: path").
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(Error|Exception)\b.*")
+
+
+def failure_reason(lines):
+    """Why the server stopped, from what it printed: its last "Error: ..."
+    line (ours and ZEO's refusals), else the last line of a traceback."""
+    for line in reversed(lines):
+        line = line.strip()
+        if line.startswith("Error: "):
+            return line[len("Error: "):]
+        if EXCEPTION_LINE.match(line):
+            return line
+    return None
+
+
+def proc_file(pid, name):
+    """/proc/PID/NAME, or b"" when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def running(pid):
+    """True while PID runs; a zombie (dead, waiting to be reaped by a
+    parent that may never do so) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    state = proc_file(pid, "stat").rpartition(b")")[2].split()
+    return not state or state[0] != b"Z"
+
+
+def manager_failed():
+    """True if the zdaemon manager `start` spawned exited with an error
+    (it already said why on stderr).  Its parent half exits 0 once the
+    daemon has forked off; there is nothing to wait for after that."""
+    try:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return pid != 0 and os.waitstatus_to_exitcode(status) != 0
+
+
 def run_program(program):
+    """Become PROGRAM (fg).  Windows has no exec: run it and return its
+    exit status.  Ctrl-C there reaches both processes; the server stops
+    cleanly on it, so keep waiting for it instead of killing it (as
+    subprocess.call would)."""
     sys.stdout.flush()
-    if os.name == "nt":
-        import subprocess
-        return subprocess.call(program)
-    os.execv(program[0], program)
+    if not WINDOWS:
+        os.execv(program[0], program)
+    import subprocess
+    if not os.path.exists(program[0]) and os.path.exists(program[0] + ".exe"):
+        # What buildout makes there: runzeo.exe (and runzeo-script.py).
+        program = [program[0] + ".exe"] + list(program[1:])
+    process = subprocess.Popen(program)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            pass
 
 
-def check_runs_as(entry):
+# Run as effective-user: can it import the server, and write DIRECTORIES?
+# Prints the first directory it cannot write.
+CHECK_AS_USER = """\
+import os, sys
+import ZEO.runzeo
+for path in sys.argv[1:]:
+    if not os.access(path, os.W_OK | os.X_OK):
+        print(path)
+        break
+"""
+
+
+def check_runs_as(entry, directories=(), problems=None):
     """Fail now if the server could not even start as that user (a Python
-    or eggs under a private home directory), instead of a silent crash
-    loop under zdaemon."""
+    or eggs under a private home directory, a data directory it cannot
+    reach or write), instead of a crash, or a misleading error from
+    zdaemon ("directory ... does not exist"), at start.  PROBLEMS: why
+    handing a path to the user failed."""
     import subprocess
     try:
         result = subprocess.run(
-            [sys.executable, "-c", "import ZEO.runzeo"], user=entry.pw_uid,
-            group=entry.pw_gid, extra_groups=[], capture_output=True,
-            text=True, env=dict(os.environ,
-                                PYTHONPATH=os.pathsep.join(sys.path)))
+            [sys.executable, "-c", CHECK_AS_USER, *directories],
+            user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+            capture_output=True, text=True, cwd="/",
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     except OSError as e:
         reason = e.strerror
     else:
         if not result.returncode:
-            return
+            path = result.stdout.strip()
+            if not path:
+                return
+            why = (problems or {}).get(path, "Permission denied")
+            fail(f"effective-user {entry.pw_name!r} cannot write {path}: "
+                 f"{why}; give that user write access to it (and access to "
+                 "the directories above it), or choose another path")
         lines = result.stderr.strip().splitlines()
         reason = lines[-1] if lines else f"exit status {result.returncode}"
     fail(f"effective-user {entry.pw_name!r} cannot run the server: {reason}; "
@@ -472,6 +787,14 @@ def health(statuses, lock_warning, lock_critical=None, now=None):
                         f"{lock_warning:g};"
                         + ("" if lock_critical is None
                            else f"{lock_critical:g}"))
+        replicating = statuses[name].get("replication")
+        if replicating and not replicating["connected"]:
+            # A ZRS secondary that does not receive the primary's commits.
+            level = max(level, WARNING)
+            problems.append(
+                f"storage {name!r} is a secondary not connected to its "
+                f"primary {replicating['primary']} for "
+                f"{max(0, now - replicating['since']):.0f} s")
     clients = sum(v["clients"] for v in values.values())
     commits = sum(v["commits"] for v in values.values())
     summary = f"{clients} clients, {commits} commits"
@@ -490,7 +813,7 @@ def report(level, summary, perfdata=()):
 
 
 def stats_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"{os.path.basename(sys.argv[0])} stats",
         description="Print the running server's statistics per storage "
                     "(the figures of 1.x's monitor server). Exit status 3 "
@@ -502,7 +825,7 @@ def stats_parser():
 
 
 def check_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"{os.path.basename(sys.argv[0])} check",
         description="Check the running server like a monitoring plugin "
                     "(Nagios, Icinga, a container health check): print one "
@@ -557,9 +880,12 @@ def follow(path, count=10, interval=0.2):
     it, until interrupted (tail -f)."""
     out = sys.stdout.buffer
     with open(path, "rb") as f:
-        sys.stdout.writelines(tail(path, count))
-        sys.stdout.flush()
-        f.seek(0, os.SEEK_END)
+        # The last lines up to where following starts, read in one go: a
+        # line written meanwhile is printed once, after them.
+        end = f.seek(0, os.SEEK_END)
+        f.seek(max(0, end - 8192))
+        out.writelines(f.read(end - f.tell()).splitlines(True)[-count:])
+        out.flush()
         while True:
             time.sleep(interval)
             if os.fstat(f.fileno()).st_size < f.tell():
@@ -576,11 +902,12 @@ def server_paths(config):
     runner = config.runner
     paths = [runner.socket_name, runner.logfile, runner.transcript,
              config.zeo.pid_filename]
-    for storage in config.storages:
-        path = getattr(storage.config, "path", None)
+    for opener in config.storages:
+        storage = replication.base_config(opener)
+        path = getattr(storage, "path", None)
         if path:
             paths += [path, path + ".index", path + ".lock", path + ".tmp"]
-        blob_dir = getattr(storage.config, "blob_dir", None)
+        blob_dir = getattr(storage, "blob_dir", None)
         if blob_dir:
             paths.append(blob_dir)
     dirs = {os.path.dirname(p) for p in paths if p}
@@ -611,12 +938,17 @@ def main(zeo_conf, buildout_dir, args=None, tls=None):
         args = sys.argv[1:]
     if os.environ.get("DAEMON_MANAGER_MODE"):
         # zdctl re-runs this script as the process manager (zdrun).
-        return zdaemon.zdctl.main(args)
+        os.environ[MANAGED_ENV] = "1"
+        try:
+            return zdaemon.zdctl.main(args)
+        except OSError as e:  # e.g. a log directory it may not write
+            where = f": {e.filename}" if e.filename else ""
+            fail(f"the daemon manager cannot start: {e.strerror or e}{where}")
     command = args[0] if args else ""
     if os.environ.get("SUPERVISOR_ENABLED") and command in FOREGROUND_COMMANDS:
         # supervisord manages the process itself: never fork.
         args = ["fg"]
-    elif os.name == "nt" and command not in ("fg", "foreground", "help"):
+    elif WINDOWS and command not in ("fg", "foreground", "help"):
         fail("on Windows only 'fg' is available (zdaemon needs POSIX); run "
              "the server as a service with fg, see the README")
     options = Options()

@@ -12,9 +12,13 @@ import ipaddress
 import logging
 import math
 import os
-import pwd
 import re
 import socket
+
+try:
+    import pwd
+except ImportError:  # Windows
+    pwd = None
 
 import zc.buildout
 
@@ -84,6 +88,7 @@ DEFAULTS = {
     "zeo-conf-additional": None,
     "start-timeout": "30",
     "stop-timeout": "30",
+    "systemd-unit": "false",
     "relative-paths": None,
     "eggs": None,
     "extra-paths": None,
@@ -99,6 +104,11 @@ DEFAULTS = {
     "pack-ssl-key": None,
     "pack-user": None,
     "pack-password": None,
+    "replicate-to": None,
+    "replicate-from": None,
+    "keep-alive-delay": None,
+    "upstream-address": None,
+    "upstream-cache-size": None,
     **{name: None for name in NOT_AVAILABLE},
 }
 
@@ -199,15 +209,34 @@ class Settings:
     zeo_conf_additional: str
     start_timeout: int
     stop_timeout: int
+    systemd_unit: bool    # write parts/<part>/etc/<part>.service
     relative_paths: str   # buildout directory when on, else ''
     eggs: tuple
     extra_paths: tuple
     initialization: str
     tls: TLS              # None: the server speaks plain ZEO
+    replicate_to: Address    # ZRS primary: secondaries connect here; or None
+    replicate_from: Address  # ZRS secondary of the primary there; or None
+    keep_alive_delay: int    # seconds between a secondary's keep-alives
+    upstream: Address        # fan-out: serve this ZEO server's storage
+    upstream_cache_size: str  # the fan-out's client cache size, e.g. 200MB
+
+    @property
+    def replicates(self):
+        """True when the storage is replicated with ZRS (zc.zrs)."""
+        return bool(self.replicate_to or self.replicate_from)
 
     @property
     def zeo_conf_path(self):
         return os.path.join(self.part_dir, "etc", "zeo.conf")
+
+    @property
+    def systemd_unit_path(self):
+        return os.path.join(self.part_dir, "etc", f"{self.part}.service")
+
+    @property
+    def control_script(self):
+        return os.path.join(self.bin_dir, self.part)
 
     @property
     def runzeo_path(self):
@@ -236,7 +265,8 @@ class Settings:
         return {option: address for option, address in (
             ("zeo-address", self.address),
             ("monitor-address", self.monitor_address),
-            ("metrics-address", self.metrics_address)) if address}
+            ("metrics-address", self.metrics_address),
+            ("replicate-to", self.replicate_to)) if address}
 
 
 class Reader:
@@ -382,6 +412,15 @@ class Reader:
     def optional_address(self, option):
         return self.address(option) if self.text(option) else None
 
+    def server_address(self, option):
+        """The address of another server this one connects to."""
+        address = self.optional_address(option)
+        if address and address.host in WILDCARD_HOSTS:
+            self.fail(option, self.text(option), "that is a wildcard "
+                      "address for listening; give the host name or IP "
+                      "address of the server to connect to")
+        return address
+
     def check_ip(self, option, value, host):
         try:
             ipaddress.IPv6Address(host)
@@ -392,6 +431,9 @@ class Reader:
         value = self.text(option)
         if not value:
             return None
+        if pwd is None:
+            self.fail(option, value, "users cannot be switched on this "
+                      "system (zdaemon needs POSIX); remove the option")
         try:
             if value.isdigit():
                 pwd.getpwuid(int(value))
@@ -597,15 +639,23 @@ def read_settings(buildout, name, options):
         zeo_conf_additional=r.raw("zeo-conf-additional"),
         start_timeout=r.integer("start-timeout", 1),
         stop_timeout=r.integer("stop-timeout", 1),
+        systemd_unit=r.boolean("systemd-unit"),
         relative_paths=r.relative_paths(),
         eggs=r.lines("eggs"),
         extra_paths=tuple(os.path.join(r.buildout_dir, p)
                           for p in r.lines("extra-paths")),
         initialization=r.raw("initialization") or "",
         tls=r.tls(),
+        replicate_to=r.optional_address("replicate-to"),
+        replicate_from=r.server_address("replicate-from"),
+        keep_alive_delay=r.integer("keep-alive-delay", 0),
+        upstream=r.server_address("upstream-address"),
+        upstream_cache_size=r.log_size("upstream-cache-size"),
     )
     check_paths(r, settings)
     check_tls(r, settings)
+    check_systemd_unit(r, settings)
+    check_scale_out(r, settings)
     return settings
 
 
@@ -708,6 +758,53 @@ def zeoconf_has_ssl(path):
     with open(path, encoding="utf-8") as f:
         return re.search(r"^\s*<ssl\b", f.read(),
                          re.IGNORECASE | re.MULTILINE) is not None
+
+
+def check_scale_out(reader, settings):
+    """Replication (ZRS) and fan-out: options that contradict each other
+    or point the server at itself."""
+    options = [option for option, value in (
+        ("replicate-to", settings.replicate_to),
+        ("replicate-from", settings.replicate_from),
+        ("keep-alive-delay", settings.keep_alive_delay),
+        ("upstream-address", settings.upstream),
+        ("upstream-cache-size", settings.upstream_cache_size))
+        if value is not None]
+    if settings.zeo_conf and options:
+        reader.fail(options[0], reader.text(options[0]), (
+            "zeo-conf replaces the generated zeo.conf: configure replication "
+            "or the <zeoclient> storage in that file, or remove zeo-conf"))
+    if settings.upstream and settings.replicates:
+        reader.fail("upstream-address", reader.text("upstream-address"), (
+            "a fan-out server serves another server's storage and has none "
+            "of its own to replicate: remove replicate-to/replicate-from, "
+            "or make this part a secondary (replicate-from) instead"))
+    if settings.keep_alive_delay is not None and not settings.replicate_from:
+        reader.fail("keep-alive-delay", reader.text("keep-alive-delay"), (
+            "only a secondary sends keep-alives: add replicate-from or "
+            "remove this option"))
+    if settings.upstream_cache_size and not settings.upstream:
+        reader.fail("upstream-cache-size", reader.text("upstream-cache-size"),
+                    "only a fan-out server (upstream-address) has a client "
+                    "cache: add upstream-address or remove this option")
+    own = settings.addresses()
+    for option, address in (("replicate-from", settings.replicate_from),
+                            ("upstream-address", settings.upstream)):
+        for other, listening in own.items():
+            if address and str(address) == str(listening):
+                reader.fail(option, reader.text(option), (
+                    f"this part listens there itself ({other}); give the "
+                    "address of the other server"))
+
+
+def check_systemd_unit(reader, settings):
+    """The unit is named after the part: systemd accepts fewer characters
+    in a unit name than buildout in a part name."""
+    if settings.systemd_unit and not re.fullmatch(r"[A-Za-z0-9:_.-]+",
+                                                  settings.part):
+        reader.fail("systemd-unit", reader.text("systemd-unit"), (
+            f"the part name {settings.part!r} cannot name a systemd unit "
+            "(letters, digits, ':', '_', '.', '-'); rename the part"))
 
 
 def check_addresses_differ(reader, settings):

@@ -1,8 +1,8 @@
 """The buildout recipe: one part becomes a ready-to-run ZEO server."""
 
+import contextlib
 import logging
 import os
-import pwd
 import re
 import subprocess
 import sys
@@ -12,6 +12,7 @@ import zc.buildout
 import zc.buildout.easy_install
 import zc.recipe.egg
 
+from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver import tls
 from plone.recipe.zope2zeoserver import zeoconf
 from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
@@ -33,6 +34,11 @@ BUILD_ONLY = {"zc-buildout", "zc-recipe-egg"}
 # Parts whose running server `uninstall` stopped during this buildout run;
 # when the part is installed again (changed options), it is restarted.
 stopped_for_reinstall = set()
+
+# Part -> {option: path} of the data of its previous installation, noted
+# by `uninstall`: when the new options point elsewhere, install says where
+# the old data stayed.
+previous_data = {}
 
 
 class Recipe:
@@ -67,11 +73,26 @@ class Recipe:
             f.write(zeoconf.zeo_conf_text(settings))
         self.read_zeo_conf(zeoconf.check, settings, conf_path)
         self.check_neighbours()
+        self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts()
+        if settings.systemd_unit:
+            with open(settings.systemd_unit_path, "w", encoding="utf-8") as f:
+                f.write(systemd.unit_text(settings))
         if self.name in stopped_for_reinstall:
             stopped_for_reinstall.discard(self.name)
             start_again(self.name, self.options["control-script"])
         return paths
+
+    def report_moved_data(self):
+        """The data options changed: the server starts on new files, and
+        the old ones are where they were; say so, or it looks like loss."""
+        for option, old in previous_data.pop(self.name, {}).items():
+            new = self.options.get(option)
+            if old and new != old and os.path.exists(old):
+                logger.warning(
+                    "[%s] %s is now %s; the data at %s is left as it was: "
+                    "to keep using it, stop the server and move it there",
+                    self.name, option, new or "unset", old)
 
     def update(self):
         # Options are unchanged; only data directories may have vanished,
@@ -138,6 +159,7 @@ class Recipe:
         server reads its key after zdaemon switched to that user."""
         if not self.settings.effective_user or os.geteuid() != 0:
             return None
+        import pwd  # POSIX only, as effective-user is
         user = self.settings.effective_user
         entry = (pwd.getpwuid(int(user)) if user.isdigit()
                  else pwd.getpwnam(user))
@@ -170,8 +192,10 @@ class Recipe:
 
     def working_set(self):
         """The distributions whose locations the generated scripts put on
-        sys.path: the recipe's and `eggs`', less those only building needs."""
-        eggs = "\n".join((PROJECT,) + self.settings.eggs)
+        sys.path: the recipe's and `eggs`', less those only building needs.
+        A replicated storage adds the `zrs` extra (zc.zrs, pinned)."""
+        project = PROJECT + "[zrs]" if self.settings.replicates else PROJECT
+        eggs = "\n".join((project,) + self.settings.eggs)
         _, ws = zc.recipe.egg.Eggs(
             self.buildout, self.name, {"eggs": eggs}).working_set()
         wanted = {project_key(egg) for egg in self.settings.eggs}
@@ -200,13 +224,14 @@ class Recipe:
             scripts.append((settings.repozo_script_name, settings.bin_dir)
                            + self.repozo_entry())
         paths = []
-        for name, dest, module, function, arguments in scripts:
-            paths += zc.buildout.easy_install.scripts(
-                [(name, module, function)], ws, sys.executable, dest,
-                extra_paths=self.extra_paths(),
-                arguments=arguments,
-                initialization=settings.initialization,
-                relative_paths=settings.relative_paths)
+        with quiet_pkg_resources_import(ws) as prelude:
+            for name, dest, module, function, arguments in scripts:
+                paths += zc.buildout.easy_install.scripts(
+                    [(name, module, function)], ws, sys.executable, dest,
+                    extra_paths=self.extra_paths(),
+                    arguments=arguments,
+                    initialization=prelude + settings.initialization,
+                    relative_paths=settings.relative_paths)
         return paths
 
     def zeopack_entry(self):
@@ -263,7 +288,7 @@ class Recipe:
         if self.settings.repozo:
             return ("plone.recipe.zope2zeoserver.pack", "run_script",
                     repr(self.settings.repozo))
-        return ("ZODB.scripts.repozo", "main", "")
+        return ("plone.recipe.zope2zeoserver.pack", "repozo_main", "")
 
     def extra_paths(self):
         paths = list(self.settings.extra_paths)
@@ -282,6 +307,41 @@ class Recipe:
             return f"join(base, {os.path.relpath(path, base)!r})"
         return repr(path)
 
+
+# What zc.buildout 4 puts first in a script whose working set holds a
+# pkg_resources-style namespace package (zc.zrs, zc.lockfile < 4): the
+# import gathers every egg's part of the namespace.  Quietly: setuptools
+# 67.5+ warns on stderr at each import, so at every command.
+QUIET_PKG_RESOURCES = """\
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import pkg_resources
+"""
+
+
+@contextlib.contextmanager
+def quiet_pkg_resources_import(ws):
+    """The code that imports pkg_resources quietly where zc.buildout 4
+    would import it in scripts of WS, and stops it doing so meanwhile;
+    "" otherwise (zc.buildout 5 and 6 never import it)."""
+    switch = getattr(zc.buildout.easy_install, "import_pkg_resources", None)
+    if switch is None or not switch() or not any(
+            map(declares_namespaces, ws)):
+        yield ""
+        return
+    switch(False)
+    try:
+        yield QUIET_PKG_RESOURCES
+    finally:
+        switch(True)
+
+
+def declares_namespaces(dist):
+    try:
+        return bool(dist.get_metadata("namespace_packages.txt"))
+    except Exception:  # as zc.buildout 4 does: no such file, unreadable
+        return False
 
 
 def project_key(requirement):
@@ -318,6 +378,8 @@ def uninstall(name, options):
     """Stop the part's server before buildout removes its files, so no
     server is left running from a configuration that no longer exists.
     Data, blobs and logs under var/ are never touched."""
+    previous_data[name] = {option: options.get(option)
+                           for option in ("file-storage", "blob-storage")}
     control_script = options.get("control-script")
     if not control_script or not os.path.exists(control_script):
         return

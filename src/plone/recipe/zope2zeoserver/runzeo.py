@@ -10,9 +10,12 @@ import functools
 import os
 import sys
 
+import zc.lockfile
 import ZEO.runzeo
+from ZODB.FileStorage.FileStorage import FileStorageFormatError
 
 from plone.recipe.zope2zeoserver import monitor
+from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import tlsserver
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
@@ -33,7 +36,10 @@ class Server(ZEO.runzeo.ZEOServer):
 
     def check_socket(self):
         """Claim the listeners' addresses before the storages open: one
-        in use stops the start at once, naming its option."""
+        in use stops the start at once, naming its option.  Before that,
+        refuse to be a second server on a storage (see
+        `check_storage_locks`)."""
+        self.check_storage_locks()
         super().check_socket()
         for option, address, reply in self.wanted:
             if address is None:
@@ -46,9 +52,50 @@ class Server(ZEO.runzeo.ZEOServer):
                 sys.exit(EXIT_CONFIGURATION)
             self.listeners.append((listener, reply))
 
+    def check_storage_locks(self):
+        """Two servers writing one Data.fs corrupt it; FileStorage's lock
+        file prevents that, but ZEO only finds out after it has claimed the
+        address and rewritten the pid file.  Ask each lock first and refuse
+        naming the file and the process holding it.  The lock file itself
+        is never removed: it is what keeps the second server out."""
+        for opener in self.options.storages:
+            config = replication.base_config(opener)  # inside <zrs> too
+            path = getattr(config, "path", None)
+            if (not path or getattr(config, "read_only", False)
+                    or not os.path.exists(path + ".lock")):
+                continue
+            try:
+                zc.lockfile.LockFile(path + ".lock").close()
+            except zc.lockfile.LockError:
+                refuse(locked_message(path))
+
+    def open_storages(self):
+        """ZODB's reasons a storage cannot open, in one line each.  The
+        exit status tells zdaemon not to restart a server that would only
+        fail the same way."""
+        try:
+            super().open_storages()
+        except FileStorageFormatError as e:
+            refuse(f"{e} is not a FileStorage file (its first bytes are "
+                   "not a FileStorage header); restore it from a backup "
+                   "(bin/repozo -R) or point file-storage at the right file")
+        except zc.lockfile.LockError as e:
+            # Taken since check_storage_locks: it names the holder now.
+            self.check_storage_locks()
+            refuse(str(e))
+        except OSError as e:
+            refuse(f"cannot open the storage: {os_error_text(e)}")
+        except replication.ReplicationError as e:
+            refuse(str(e))
+
     def create_server(self):
         # ZEO's server, but with handshakes that log a refused TLS client.
         self.server = tlsserver.create_server(self.storages, self.options)
+        for name, storage in self.storages.items():
+            # A ZRS secondary's state (zrscompat), for bin/<part> stats.
+            state = getattr(storage, "replication_state", None)
+            if state is not None:
+                self.server.stats[name].replication = state
         for listener, reply in self.listeners:
             listener.start(functools.partial(reply, self.server))
 
@@ -72,5 +119,48 @@ def main(zeo_conf, buildout_dir, args=None, monitor_address=None,
     if args is None:
         args = sys.argv[1:]
     options = ZEO.runzeo.ZEOOptions()
-    options.realize(["-C", zeo_conf] + list(args))
+    try:
+        options.realize(["-C", zeo_conf] + list(args))
+    except OSError as e:  # e.g. a log file it may not write
+        refuse(os_error_text(e))
+    if "zc.zrs.secondary" in sys.modules:
+        # A zeo-conf of the user's own that imports zc.zrs's <zrs>.
+        from plone.recipe.zope2zeoserver import zrscompat
+        zrscompat.patch()
     Server(options, monitor_address, metrics_address).main()
+
+
+def refuse(message):
+    """Stop the server before it serves anything, with MESSAGE as the one
+    line the control script quotes."""
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(EXIT_CONFIGURATION)
+
+
+def os_error_text(e):
+    """'Permission denied: /path', without the errno in brackets."""
+    if e.filename is None:
+        return e.strerror or str(e)
+    return f"{e.strerror}: {e.filename}"
+
+
+def locked_message(path):
+    return (f"{path} is in use by {lock_holder(path + '.lock')}; one "
+            "Data.fs can have only one server: stop that one, or give this "
+            "one its own file-storage")
+
+
+def lock_holder(lock_path):
+    """'process 1234 (its command line)', from the pid zc.lockfile wrote
+    into LOCK_PATH; what can be known when that cannot be read."""
+    try:
+        with open(lock_path) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another process"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"process {pid}"
+    return f"process {pid} ({command.strip()})"

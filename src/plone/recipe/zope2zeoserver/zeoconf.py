@@ -20,6 +20,9 @@ BUILDOUT_ENV = "ZOPE2ZEOSERVER_BUILDOUT"
 
 HERE = os.path.dirname(__file__)
 
+# The ZConfig component (component.xml) that defines the <zrs> section.
+COMPONENT = "plone.recipe.zope2zeoserver"
+
 
 def template(name):
     with open(os.path.join(HERE, name), encoding="utf-8") as f:
@@ -54,14 +57,8 @@ def zeo_conf_text(settings):
             ("msgpack", on_off(settings.msgpack)),
         ),
         ssl=ssl_text(settings),
-        storage_number=settings.storage_number,
-        file_storage=conf_path(settings, settings.file_storage),
-        storage_optional=optional_lines(
-            ("blob-dir", settings.blob_storage and
-             conf_path(settings, settings.blob_storage)),
-            ("pack-gc", on_off(settings.pack_gc)),
-            ("pack-keep-old", on_off(settings.pack_keep_old)),
-        ),
+        imports=(f"%import {COMPONENT}\n" if settings.replicates else ""),
+        storage=storage_text(settings),
         log_level=settings.zeo_log_level,
         log_handler=log_handler_text(settings),
         runner=runner_text(settings),
@@ -90,8 +87,9 @@ def has_runner_section(path):
                          re.IGNORECASE | re.MULTILINE) is not None
 
 
-def address_text(settings):
-    address = settings.address
+def address_text(settings, address=None):
+    """ADDRESS (default: the server's) as zeo.conf spells it."""
+    address = address or settings.address
     if address.is_unix:
         return conf_path(settings, address.path)
     return str(address)
@@ -108,6 +106,58 @@ def ssl_text(settings):
         f"    key {conf_path(settings, settings.tls.key)}\n",
         f"    authenticate {conf_path(settings, settings.tls.authenticate)}\n",
         "  </ssl>\n",
+    ])
+
+
+def storage_text(settings):
+    """The storage section: the file storage, inside a <zrs> section
+    when it is replicated; for a fan-out, a read-only <zeoclient> of the
+    upstream server instead."""
+    if settings.upstream:
+        return zeoclient_text(settings)
+    name = settings.storage_number
+    lines = optional_lines(
+        ("path", conf_path(settings, settings.file_storage)),
+        ("blob-dir", settings.blob_storage and
+         conf_path(settings, settings.blob_storage)),
+        ("pack-gc", on_off(settings.pack_gc)),
+        ("pack-keep-old", on_off(settings.pack_keep_old)),
+    )
+    if not settings.replicates:
+        return f"<filestorage {name}>\n{lines}</filestorage>\n"
+    # The <zrs> section of this package's component.xml (replication.py):
+    # zc.zrs's, on ZODB 6.
+    return "".join([
+        f"<zrs {name}>\n",
+        optional_lines(
+            ("replicate-to", settings.replicate_to
+             and address_text(settings, settings.replicate_to)),
+            ("replicate-from", settings.replicate_from
+             and address_text(settings, settings.replicate_from)),
+            ("keep-alive-delay", settings.keep_alive_delay)),
+        "  <filestorage>\n",
+        indent(lines, "  ") + "\n",
+        "  </filestorage>\n",
+        "</zrs>\n",
+    ])
+
+
+def zeoclient_text(settings):
+    """Fan-out: the upstream server's storage, read-only, cached here.
+    ``wait false``: the server starts while the upstream is down (its
+    clients get ClientDisconnected) and connects once it answers, instead
+    of failing to start and being restarted by zdaemon until then."""
+    return "".join([
+        f"<zeoclient {settings.storage_number}>\n",
+        optional_lines(
+            ("server", address_text(settings, settings.upstream)),
+            ("storage", settings.storage_number),
+            ("read-only", "true"),
+            ("wait", "false"),
+            ("cache-size", settings.upstream_cache_size),
+            ("blob-dir", settings.blob_storage and
+             conf_path(settings, settings.blob_storage))),
+        "</zeoclient>\n",
     ])
 
 
