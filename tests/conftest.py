@@ -9,6 +9,8 @@ buildouts share one eggs directory, so no test touches the network.
 import contextlib
 import fcntl
 import os
+import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ZODB
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,9 +166,20 @@ def buildout(tmp_path, dist_dir, eggs_dir):
 def server(buildout):
     """A buildout with the default part installed and its server started."""
     buildout.install()
-    result = buildout.ctl("start")
-    assert result.returncode == 0, result.stdout + result.stderr
+    start(buildout)
     return buildout
+
+
+def output(result):
+    """Everything a command printed."""
+    return result.stdout + result.stderr
+
+
+def start(buildout, part="zeo"):
+    """bin/<part> start, which must succeed."""
+    result = buildout.ctl("start", part=part)
+    assert result.returncode == 0, output(result)
+    return result
 
 
 def wait_for(condition, timeout=10, interval=0.05):
@@ -221,3 +235,45 @@ def commit_lock_held(address):
     finally:
         storage.tpc_abort(txn)
         storage.close()
+
+
+# -- running the server as another user ------------------------------------
+
+@contextlib.contextmanager
+def system_user():
+    name = f"zeotest{random.randrange(10**6)}"
+    subprocess.run(["useradd", "--system", "--no-create-home", name],
+                   check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+SITE_PACKAGES = str(Path(ZODB.__file__).parents[1])
+
+
+def interpreter_for(user):
+    """A Python USER can run that imports this environment's packages
+    (the scripts name site-packages on their sys.path): this one, or
+    the system's Python of the same version when this one is private
+    (e.g. under /root)."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    probe = (f"import sys; sys.path[0:0] = [{SITE_PACKAGES!r}]; "
+             "import ZEO, zdaemon, ZODB")
+    for python in (sys.executable, f"/usr/bin/python{version}"):
+        result = subprocess.run(
+            ["runuser", "-u", user, "--", python, "-c", probe],
+            capture_output=True, cwd="/")
+        if result.returncode == 0:
+            return python
+    return None
+
+
+def use_interpreter(buildout, python):
+    """Point the generated scripts' #! line at PYTHON."""
+    for script in (buildout.path("bin", "zeo"),
+                   buildout.path("parts", "zeo", "bin", "runzeo")):
+        lines = script.read_text().splitlines(keepends=True)
+        assert lines[0].startswith("#!")
+        script.write_text(f"#!{python}\n" + "".join(lines[1:]))

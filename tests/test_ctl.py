@@ -9,7 +9,7 @@ import subprocess
 import time
 
 
-from conftest import commit, processes_using, read, wait_for
+from conftest import commit, output, processes_using, read, wait_for
 
 
 def address(buildout):
@@ -39,9 +39,6 @@ def status_pid(buildout):
     match = re.search(r"pid=(\d+)", result.stdout)
     return int(match.group(1)) if result.returncode == 0 and match else None
 
-
-def output(result):
-    return result.stdout + result.stderr
 
 
 def no_traceback(text):

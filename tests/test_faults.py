@@ -22,18 +22,11 @@ import ZODB.FileStorage
 import ZODB.scripts.fstest
 from BTrees.IOBTree import IOBTree
 
-from conftest import Buildout, client, commit, processes_using, read, wait_for
-from test_server import interpreter_for, system_user, use_interpreter
+from conftest import (Buildout, client, commit, interpreter_for, output,
+                      processes_using, read, start, system_user,
+                      use_interpreter, wait_for)
 
 
-def output(result):
-    return result.stdout + result.stderr
-
-
-def start(buildout):
-    result = buildout.ctl("start")
-    assert result.returncode == 0, output(result)
-    return result
 
 
 def status(buildout):

@@ -7,11 +7,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from conftest import ROOT, commit, wait_for
+from conftest import commit, output, ROOT, wait_for
 
-
-def output(result):
-    return result.stdout + result.stderr
 
 
 def connect_and_leave(port, count):

@@ -17,15 +17,12 @@ import transaction
 import ZODB.POSException
 from ZEO.monitor import StorageStats
 
-from conftest import (ROOT, client, commit, commit_lock_held, free_port,
-                      read, wait_for)
+from conftest import (client, commit, commit_lock_held, free_port, output,
+                      read, ROOT, wait_for)
 
 
 TIMEOUT = 10  # seconds any single network wait of a test may take
 
-
-def output(result):
-    return result.stdout + result.stderr
 
 
 def started(buildout, options):

@@ -10,11 +10,8 @@ import textwrap
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, output
 
-
-def output(result):
-    return result.stdout + result.stderr
 
 
 def installed(buildout, part="zeo"):

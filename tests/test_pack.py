@@ -6,20 +6,13 @@ import time
 import transaction
 import ZODB.blob
 
-from conftest import client, commit, read
+from conftest import client, commit, output, read, start
 
 
 def address(buildout):
     return ("127.0.0.1", buildout.port)
 
 
-def output(result):
-    return result.stdout + result.stderr
-
-
-def start(buildout):
-    result = buildout.ctl("start")
-    assert result.returncode == 0, output(result)
 
 
 def commit_revisions(addr, key, count):
@@ -70,10 +63,11 @@ def test_pack_and_backup(buildout):
     assert "nosuchstorage" in one_line_error(result)
     assert buildout.ctl("status").returncode == 0
 
-    # repozo backs up the live storage; the restore is identical.
+    # repozo backs up the live storage (making the repository the first
+    # time, as 1.x users expect); the restore is identical.
     commit(addr, answer=42)
     backups = buildout.path("var", "backups")
-    backups.mkdir()
+    assert not backups.exists()
     result = buildout.script("repozo", "-B", "-r", "var/backups",
                              "-f", "var/filestorage/Data.fs", timeout=60)
     assert result.returncode == 0, output(result)

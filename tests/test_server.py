@@ -2,13 +2,11 @@
 
 import contextlib
 import os
-import pwd
 import random
 import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -21,17 +19,11 @@ import ZODB.blob
 import ZODB.FileStorage
 import ZODB.POSException
 
-from conftest import (Buildout, client, commit, processes_using, read,
-                      wait_for)
+from conftest import (Buildout, client, commit, interpreter_for, output,
+                      processes_using, read, start, system_user,
+                      use_interpreter, wait_for)
 
 
-def output(result):
-    return result.stdout + result.stderr
-
-
-def start(buildout):
-    result = buildout.ctl("start")
-    assert result.returncode == 0, output(result)
 
 
 def stop(buildout):
@@ -230,46 +222,6 @@ def test_changed_option_restarts_the_server(server):
     new_pid = status_pid(server)
     assert new_pid != pid and not alive(pid)
     assert read(address, "answer") == 42
-
-
-@contextlib.contextmanager
-def system_user():
-    name = f"zeotest{random.randrange(10**6)}"
-    subprocess.run(["useradd", "--system", "--no-create-home", name],
-                   check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
-
-
-SITE_PACKAGES = str(Path(ZODB.__file__).parents[1])
-
-
-def interpreter_for(user):
-    """A Python USER can run that imports this environment's packages
-    (the scripts name site-packages on their sys.path): this one, or
-    the system's Python of the same version when this one is private
-    (e.g. under /root)."""
-    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    probe = (f"import sys; sys.path[0:0] = [{SITE_PACKAGES!r}]; "
-             "import ZEO, zdaemon, ZODB")
-    for python in (sys.executable, f"/usr/bin/python{version}"):
-        result = subprocess.run(
-            ["runuser", "-u", user, "--", python, "-c", probe],
-            capture_output=True, cwd="/")
-        if result.returncode == 0:
-            return python
-    return None
-
-
-def use_interpreter(buildout, python):
-    """Point the generated scripts' #! line at PYTHON."""
-    for script in (buildout.path("bin", "zeo"),
-                   buildout.path("parts", "zeo", "bin", "runzeo")):
-        lines = script.read_text().splitlines(keepends=True)
-        assert lines[0].startswith("#!")
-        script.write_text(f"#!{python}\n" + "".join(lines[1:]))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")

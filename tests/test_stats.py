@@ -11,7 +11,7 @@ import time
 
 from ZEO.monitor import StorageStats
 
-from conftest import client, commit, commit_lock_held, wait_for
+from conftest import client, commit, commit_lock_held, output, wait_for
 
 
 FAST = 1.5  # seconds: stats and check answer "well under a second"
@@ -26,9 +26,6 @@ FIGURES = {
     "seconds_since_last_transaction": (float, type(None)),
 }
 
-
-def output(result):
-    return result.stdout + result.stderr
 
 
 def timed(buildout, *args):
@@ -55,7 +52,7 @@ def test_stats_shows_the_live_figures(buildout):
     address = ("127.0.0.1", buildout.port)
     for n in range(3):
         commit(address, n=n)
-    with client(address) as db:
+    with client(address):
         # Closed clients leave the count as the server notices; the
         # asking connection itself is never counted.
         assert wait_for(lambda: stats_json(buildout)["storages"]["1"][

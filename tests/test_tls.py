@@ -24,14 +24,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.oid import NameOID
 from ZEO.Exceptions import ClientDisconnected
 
-from conftest import Buildout, wait_for
+from conftest import Buildout, output, wait_for
 
 
 LOG_FORMAT = "%(levelname)s %(name)s %(message)s"
 
-
-def output(result):
-    return result.stdout + result.stderr
 
 
 # -- certificates made by the test itself ---------------------------------
@@ -244,8 +241,7 @@ def test_refused_clients_are_logged(secured, tmp_path, kind, reason):
     assert refused(secured, context(secured.tls, pair))
     assert time.monotonic() - started < 5
     lines = wait_for(lambda: log_lines(
-        secured, f"WARNING ZEO.tls refused TLS connection from 127.0.0.1:"
-                 f"")
+        secured, "WARNING ZEO.tls refused TLS connection from 127.0.0.1:")
         and log_lines(secured, reason), timeout=5)
     assert lines, secured.log.read_text()[-3000:]
     # A client retrying several times a second is reported once a minute.

@@ -152,7 +152,7 @@ def repozo_main(args=None):
     manual = io.StringIO()
     try:
         with contextlib.redirect_stderr(manual):
-            repozo.parseargs(list(args))
+            options = repozo.parseargs(list(args))
     except SystemExit as e:
         if not e.code:  # -h: the manual went to stdout
             return 0
@@ -160,6 +160,10 @@ def repozo_main(args=None):
         complaint = lines[-1] if lines else "wrong arguments"
         print(f"{prog}: {complaint} (see {prog} -h)", file=sys.stderr)
         return e.code
+    if options.mode == repozo.BACKUP:
+        # The first backup of a part goes where -r says (1.x users wrote
+        # `bin/repozo -B -r var/backups ...` without making it first).
+        os.makedirs(options.repository, exist_ok=True)
     try:
         repozo.main(list(args))
     except SystemExit as e:
