@@ -11,6 +11,7 @@ import fcntl
 import os
 import pwd
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,6 +183,14 @@ def start(buildout, part="zeo"):
     return result
 
 
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def wait_for(condition, timeout=10, interval=0.05):
     """Poll CONDITION until it is true or TIMEOUT seconds have passed."""
     deadline = time.monotonic() + timeout
@@ -238,6 +247,11 @@ def commit_lock_held(address):
 
 
 # -- running the server as another user ------------------------------------
+
+needs_other_users = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("useradd")
+    or not shutil.which("runuser"), reason="needs root, useradd and runuser")
+
 
 @contextlib.contextmanager
 def system_user():

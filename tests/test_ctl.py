@@ -9,7 +9,7 @@ import subprocess
 import time
 
 
-from conftest import commit, output, processes_using, read, wait_for
+from conftest import alive, commit, output, processes_using, read, wait_for
 
 
 def address(buildout):
@@ -21,14 +21,6 @@ def accepts(addr):
     try:
         socket.create_connection(addr, timeout=1).close()
     except OSError:
-        return False
-    return True
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
         return False
     return True
 

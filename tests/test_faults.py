@@ -22,9 +22,9 @@ import ZODB.FileStorage
 import ZODB.scripts.fstest
 from BTrees.IOBTree import IOBTree
 
-from conftest import (Buildout, client, commit, interpreter_for, output,
-                      processes_using, read, start, system_user,
-                      use_interpreter, wait_for)
+from conftest import (Buildout, client, commit, interpreter_for,
+                      needs_other_users, output, processes_using, read, start,
+                      system_user, use_interpreter, wait_for)
 
 
 
@@ -303,9 +303,7 @@ def test_start_failures_say_why_in_the_first_line(buildout):
     assert read(("127.0.0.1", buildout.port), "answer") == 42
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")
-                    or not shutil.which("runuser"),
-                    reason="needs root, useradd and runuser")
+@needs_other_users
 def test_effective_user_cannot_write_the_data_directory(dist_dir):
     # The user must reach the buildout and its eggs, as in a real setup;
     # the data lies below a directory private to root.

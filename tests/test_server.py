@@ -19,9 +19,9 @@ import ZODB.blob
 import ZODB.FileStorage
 import ZODB.POSException
 
-from conftest import (Buildout, client, commit, interpreter_for, output,
-                      processes_using, read, start, system_user,
-                      use_interpreter, wait_for)
+from conftest import (alive, Buildout, client, commit, interpreter_for,
+                      needs_other_users, output, processes_using, read, start,
+                      system_user, use_interpreter, wait_for)
 
 
 
@@ -37,14 +37,6 @@ def status_pid(buildout):
     match = re.search(r"pid=(\d+)", result.stdout)
     assert result.returncode == 0 and match, output(result)
     return int(match.group(1))
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def accepts(address):
@@ -224,9 +216,7 @@ def test_changed_option_restarts_the_server(server):
     assert read(address, "answer") == 42
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")
-                    or not shutil.which("runuser"),
-                    reason="needs root, useradd and runuser")
+@needs_other_users
 def test_effective_user(dist_dir):
     # pytest's temporary directories are private to root; the user must
     # be able to reach the buildout (and its eggs), as in a real setup.
