@@ -22,7 +22,8 @@ except ImportError:  # Windows
 
 import zc.buildout
 
-from plone.recipe.zope2zeoserver import tls
+# tls.py is imported where TLS options are used: it loads cryptography,
+# ~100 ms that every bin/buildout run would otherwise pay.
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
@@ -150,6 +151,7 @@ class TLS:
     def files(self):
         """(check, {role: (option, path)}): each check of tls.py with the
         options naming the files it reads."""
+        from plone.recipe.zope2zeoserver import tls
         checks = [
             (lambda: tls.check_identity(self.certificate, self.key),
              {"certificate": ("ssl-certificate", self.certificate),
@@ -486,6 +488,7 @@ class Reader:
             "pack-ssl-certificate", "pack-ssl-key", directory, "zeopack")
         database = self.path("authentication-database")
         if generate and not database:
+            from plone.recipe.zope2zeoserver import tls
             database = os.path.join(directory, tls.DATABASE)
         if database and not certificate:
             self.fail("authentication-database", self.text(
@@ -531,6 +534,7 @@ class Reader:
                       f"set {missing} too: a certificate and its private "
                       "key go together")
         if not cert and directory:
+            from plone.recipe.zope2zeoserver import tls
             return tls.pair(directory, name)
         return cert, key
 
@@ -557,6 +561,7 @@ class Reader:
     def tls_clients(self):
         """Names of the client certificates tls-generate makes: bin/zeopack's
         and those of tls-clients."""
+        from plone.recipe.zope2zeoserver import tls
         names = ("zeopack",) + tuple(self.text("tls-clients").split())
         for name in names:
             if (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)
@@ -743,6 +748,7 @@ def check_tls(reader, settings):
 def check_tls_files(part, tls_settings):
     """Check certificates, keys and the database before ZEO reads them;
     a problem stops buildout naming the option, a doubt is a warning."""
+    from plone.recipe.zope2zeoserver import tls
     for check, files in tls_settings.files():
         try:
             warnings = check()

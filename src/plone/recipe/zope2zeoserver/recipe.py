@@ -13,7 +13,6 @@ import zc.buildout.easy_install
 import zc.recipe.egg
 
 from plone.recipe.zope2zeoserver import systemd
-from plone.recipe.zope2zeoserver import tls
 from plone.recipe.zope2zeoserver import zeoconf
 from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
 from plone.recipe.zope2zeoserver.options import Address
@@ -129,6 +128,7 @@ class Recipe:
         settings = self.settings
         if settings.tls is None or not settings.tls.generate:
             return
+        from plone.recipe.zope2zeoserver import tls  # loads cryptography
         directory = settings.tls.generate
         try:
             made = tls.generate(directory, self.name,
