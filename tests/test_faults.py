@@ -133,6 +133,11 @@ class Committer(threading.Thread):
                 conn.close()
 
 
+@pytest.mark.xfail(
+    sys.version_info[:3] == (3, 13, 0), strict=False,
+    reason="CPython 3.13.0's asyncio writelines() calls a cleared "
+           "_write_ready after the connection is lost, so ZEO's client raises "
+           "TypeError instead of reconnecting (seen with 3.13.0 only)")
 def test_kill_9_of_the_server_while_clients_commit(buildout):
     buildout.install()
     start(buildout)
