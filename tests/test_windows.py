@@ -77,7 +77,11 @@ def test_windows(buildout, tmp_path, dist_dir):
         # The control script waited for the server's clean stop (exit 0)
         # instead of killing it.
         assert fg.wait(20) == 0, fg.stdout.read()
-        assert b"Traceback" not in fg.stdout.read()
+        out = fg.stdout.read()
+        # Python 3.10's asyncio may report a loop closed at interpreter
+        # exit ("Exception ignored in ...__del__"): noise, not a crash.
+        assert out.count(b"Traceback") == out.count(b"Exception ignored in"), \
+            out
         assert not accepts(buildout.port)
     finally:
         if fg.poll() is None:
