@@ -291,3 +291,44 @@ def use_interpreter(buildout, python):
         lines = script.read_text().splitlines(keepends=True)
         assert lines[0].startswith("#!")
         script.write_text(f"#!{python}\n" + "".join(lines[1:]))
+
+
+# -- conflict resolution on the server ------------------------------------
+
+COUNTER = '''\
+import persistent
+
+
+class Counter(persistent.Persistent):
+    """Concurrent increments never conflict: the server adds them up.
+    `resolutions` counts how often it did."""
+
+    def __init__(self):
+        self.value = 0
+        self.resolutions = 0
+
+    def add(self, delta):
+        self.value += delta
+
+    def _p_resolveConflict(self, old, committed, new):
+        resolved = dict(new)
+        resolved["value"] = (committed["value"] + new["value"]
+                             - old["value"])
+        resolved["resolutions"] = max(committed["resolutions"],
+                                      new["resolutions"]) + 1
+        return resolved
+'''
+
+
+def counter_egg(buildout):
+    """A develop egg holding the Counter class, under a module name of its
+    own per run: the server can only import it from the egg."""
+    module = f"zeotestcounter{random.randrange(10**6)}"
+    egg = buildout.path("src", "counter")
+    egg.mkdir(parents=True)
+    (egg / f"{module}.py").write_text(COUNTER)
+    (egg / "setup.py").write_text(textwrap.dedent(f"""\
+        from setuptools import setup
+        setup(name={module!r}, version="1.0", py_modules=[{module!r}])
+        """))
+    return module, egg

@@ -6,7 +6,6 @@ bench/load.py runs the same load longer and prints its speed.
 
 import random
 import sys
-import textwrap
 import threading
 import time
 
@@ -14,50 +13,11 @@ import transaction
 import ZODB.POSException
 from BTrees.IOBTree import IOBTree
 
-from conftest import client, commit
+from conftest import client, commit, counter_egg
 
 
 CLIENTS = 6
 SECONDS = 5
-
-COUNTER = '''\
-import persistent
-
-
-class Counter(persistent.Persistent):
-    """Concurrent increments never conflict: the server adds them up.
-    `resolutions` counts how often it did."""
-
-    def __init__(self):
-        self.value = 0
-        self.resolutions = 0
-
-    def add(self, delta):
-        self.value += delta
-
-    def _p_resolveConflict(self, old, committed, new):
-        resolved = dict(new)
-        resolved["value"] = (committed["value"] + new["value"]
-                             - old["value"])
-        resolved["resolutions"] = max(committed["resolutions"],
-                                      new["resolutions"]) + 1
-        return resolved
-'''
-
-
-def counter_egg(buildout):
-    """A develop egg holding the Counter class, under a module name of its
-    own per run: the server can only import it from the egg."""
-    module = f"zeoloadcounter{random.randrange(10**6)}"
-    egg = buildout.path("src", "counter")
-    egg.mkdir(parents=True)
-    (egg / f"{module}.py").write_text(COUNTER)
-    (egg / "setup.py").write_text(textwrap.dedent(f"""\
-        from setuptools import setup
-        setup(name={module!r}, version="1.0", py_modules=[{module!r}])
-        """))
-    return module, egg
-
 
 class Worker(threading.Thread):
     """One client: mostly commits (the shared counter plus a key of its

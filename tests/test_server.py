@@ -2,14 +2,12 @@
 
 import contextlib
 import os
-import random
 import re
 import shutil
 import signal
 import socket
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,9 +17,10 @@ import ZODB.blob
 import ZODB.FileStorage
 import ZODB.POSException
 
-from conftest import (alive, Buildout, client, commit, interpreter_for,
-                      needs_other_users, output, processes_using, read, start,
-                      system_user, use_interpreter, wait_for)
+from conftest import (alive, Buildout, client, commit, counter_egg,
+                      interpreter_for, needs_other_users, output,
+                      processes_using, read, start, system_user,
+                      use_interpreter, wait_for)
 
 
 
@@ -251,39 +250,9 @@ def test_effective_user(dist_dir):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-COUNTER = '''\
-import persistent
-
-
-class Counter(persistent.Persistent):
-    """A counter whose concurrent increments never conflict."""
-
-    def __init__(self):
-        self.value = 0
-
-    def add(self, delta):
-        self.value += delta
-
-    def _p_resolveConflict(self, old, committed, new):
-        resolved = dict(new)
-        resolved["value"] = (committed["value"] + new["value"]
-                             - old["value"])
-        return resolved
-'''
-
-
 def test_eggs_put_conflict_resolution_on_the_servers_path(
         buildout, monkeypatch):
-    # A module name of its own per run: the server must import it from
-    # the develop egg, nothing else on its path can have it.
-    module = f"zeotestcounter{random.randrange(10**6)}"
-    egg = buildout.path("src", "counter")
-    egg.mkdir(parents=True)
-    (egg / f"{module}.py").write_text(COUNTER)
-    (egg / "setup.py").write_text(textwrap.dedent(f"""\
-        from setuptools import setup
-        setup(name={module!r}, version="1.0", py_modules=[{module!r}])
-        """))
+    module, egg = counter_egg(buildout)
     buildout.install(f"eggs = {module}",
                      buildout_options="develop = src/counter")
     assert str(egg) in buildout.path("parts", "zeo", "bin",
