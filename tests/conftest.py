@@ -153,14 +153,22 @@ def processes_using(directory):
     return pids
 
 
+@contextlib.contextmanager
+def new_buildout(directory, dist_dir, eggs_dir):
+    """A Buildout in the new DIRECTORY; its servers are stopped on leaving."""
+    directory.mkdir()
+    b = Buildout(directory, dist_dir, eggs_dir)
+    try:
+        yield b
+    finally:
+        b.stop_all()
+
+
 @pytest.fixture
 def buildout(tmp_path, dist_dir, eggs_dir):
     """An empty buildout directory; its servers are stopped afterwards."""
-    directory = tmp_path / "buildout"
-    directory.mkdir()
-    b = Buildout(directory, dist_dir, eggs_dir)
-    yield b
-    b.stop_all()
+    with new_buildout(tmp_path / "buildout", dist_dir, eggs_dir) as b:
+        yield b
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from ZEO.ClientStorage import ClientStorage
 from conftest import Buildout
 from conftest import client
 from conftest import free_port
+from conftest import new_buildout
 from conftest import wait_for
 
 
@@ -30,11 +31,8 @@ BLOBS = "blob-storage = var/blobstorage"
 @pytest.fixture
 def second(tmp_path, dist_dir, eggs_dir):
     """Another buildout directory (another machine); stopped afterwards."""
-    directory = tmp_path / "second"
-    directory.mkdir()
-    b = Buildout(directory, dist_dir, eggs_dir)
-    yield b
-    b.stop_all()
+    with new_buildout(tmp_path / "second", dist_dir, eggs_dir) as b:
+        yield b
 
 
 def address(buildout):
