@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 # More requirements resolved together with the recipe's, e.g. the
-# zc.buildout under test: PIP_EXTRA="zc.buildout~=5.0 zc.recipe.egg~=4.0"
+# zc.buildout under test: PIP_EXTRA="zc.buildout~=5.0"
 # (tox.ini's buildoutN factors).  A venv is made once: use a new VENV.
 PIP_EXTRA ?=
 

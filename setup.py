@@ -2,6 +2,8 @@ from setuptools import find_namespace_packages
 from setuptools import setup
 
 
+SERVER = ["ZODB >= 6", "ZEO >= 6", "ZConfig >= 4", "zdaemon >= 5"]
+TLS = ["cryptography >= 42"]
 ZRS = "zc.zrs == 3.1.0"
 
 
@@ -39,25 +41,25 @@ setup(
     package_data={"plone.recipe.zope2zeoserver": ["*.in", "*.xml"]},
     include_package_data=True,
     zip_safe=False,
-    install_requires=[
-        "setuptools",
-        # zc.recipe.egg 3, 4 and 6 need zc.buildout 4, 5 and 6: a
-        # buildout that fetches zc.recipe.egg pins the one matching it.
-        "zc.buildout >= 4",
-        "zc.recipe.egg >= 3",
-        "ZODB >= 6",
-        "ZEO >= 6",
-        "ZConfig >= 4",
-        "zdaemon >= 5",
-        # tls-generate makes certificates with it (tls.py, build time).
-        "cryptography >= 42",
-    ],
+    # Nothing: zc.buildout resolves and fingerprints a recipe's whole
+    # requirement closure on every run, and a closure that reaches the
+    # buildout's own site-packages (zc.buildout, setuptools) makes it hash
+    # every file there.  The recipe runs inside zc.buildout, and asks it
+    # for the extras below when a part needs them (recipe.py).
+    install_requires=[],
     extras_require={
+        # What the generated scripts run: every part gets these.
+        "server": SERVER,
+        # tls-generate makes certificates with it, and the build checks
+        # TLS files with it; the server does not need it.
+        "tls": TLS,
         # Replication (replicate-to/replicate-from), added to a part's
         # eggs by the recipe.  Pinned: zrscompat.py adapts exactly these
         # versions to ZODB 6 and is tested with them.
         "zrs": [ZRS],
-        "test": ["pytest", "pytest-timeout", "pytest-xdist", ZRS],
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "packaging",
+                 "zc.buildout",
+                 *SERVER, *TLS, ZRS],
     },
     entry_points={
         "zc.buildout": ["default = plone.recipe.zope2zeoserver.recipe:Recipe"],

@@ -104,7 +104,8 @@ def build_wheel(dist_dir, checkout=ROOT):
 
 
 def requirements(wheel):
-    """The Requires-Dist lines of WHEEL, extras left out."""
+    """The Requires-Dist lines of WHEEL that a part installs: its own and
+    its `server` extra's."""
     with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist()
                     if n.endswith(".dist-info/METADATA"))
@@ -112,14 +113,15 @@ def requirements(wheel):
     return sorted(line.split(":", 1)[1].strip()
                   for line in metadata.splitlines()
                   if line.startswith("Requires-Dist:")
-                  and "extra ==" not in line)
+                  and ("extra ==" not in line
+                       or 'extra == "server"' in line))
 
 
 def dependency_wheels(cache_dir, wheel):
     """A directory with the wheels of WHEEL's dependencies (not WHEEL),
     downloaded once per set of requirements."""
     def make(dest):
-        download(dest, wheel)
+        download(dest, f"{wheel}[server]")
         (dest / wheel.name).unlink()
     key = hashlib.sha1(repr(requirements(wheel)).encode()).hexdigest()[:12]
     return cached(cache_dir, f"wheels-{PYTHON}-recipe", key, make)

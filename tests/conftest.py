@@ -8,6 +8,7 @@ buildouts share one eggs directory, so no test touches the network.
 
 import contextlib
 import fcntl
+import importlib.metadata
 import os
 import pwd
 import random
@@ -22,17 +23,19 @@ from pathlib import Path
 
 import pytest
 import ZODB
+from packaging.requirements import Requirement
 
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILDOUT = Path(sys.executable).parent / "buildout"
+SITE_PACKAGES = str(Path(ZODB.__file__).parents[1])
 
 
 @pytest.fixture(scope="session")
 def dist_dir(tmp_path_factory):
     """A directory holding the wheel of this checkout, built once per test
-    run: pytest-xdist workers share it, because builds running at the same
-    time collide in the checkout's build/ directory."""
+    run, beside the buildout venv (`buildout_venv`): pytest-xdist workers
+    share them, because builds running at the same time collide in the
+    checkout's build/ directory."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
@@ -40,12 +43,65 @@ def dist_dir(tmp_path_factory):
     with open(root / "dist.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not any(dist.glob("*.whl")):
+            buildout_venv(root / "buildout-venv")
             dist.mkdir(exist_ok=True)
             subprocess.run(
                 [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                  "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)],
                 check=True, capture_output=True)
     return dist
+
+
+def buildout_command(dist_dir):
+    return dist_dir.parent / "buildout-venv" / "bin" / "buildout"
+
+
+def buildout_venv(venv):
+    """A venv that imports zc.buildout and what it requires, and nothing
+    else, like a user's: the recipe's dependencies (ZEO, ZConfig,
+    cryptography) reach the buildout process only through the recipe.
+    Its site-packages links to this environment's."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                    str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    for top in {entry for name in closure("zc.buildout")
+                for entry in top_entries(name)}:
+        (site / top).parent.mkdir(parents=True, exist_ok=True)
+        (site / top).symlink_to(Path(SITE_PACKAGES, top))
+    script = venv / "bin" / "buildout"
+    script.write_text(f"#!{venv}/bin/python\n"
+                      "import sys\n"
+                      "from zc.buildout.buildout import main\n"
+                      "sys.exit(main())\n")
+    script.chmod(0o755)
+
+
+def closure(name):
+    """NAME and the distributions it requires, recursively (no extras)."""
+    names, todo = set(), [name]
+    while todo:
+        dist = importlib.metadata.distribution(todo.pop())
+        if dist.metadata["Name"] in names:
+            continue
+        names.add(dist.metadata["Name"])
+        for line in dist.requires or ():
+            requirement = Requirement(line)
+            if (requirement.marker is None
+                    or requirement.marker.evaluate({"extra": ""})):
+                todo.append(requirement.name)
+    return names
+
+
+def top_entries(name):
+    """The entries of site-packages that distribution NAME installed; in
+    the `zc` namespace, its own package inside it."""
+    entries = set()
+    for path in importlib.metadata.distribution(name).files:
+        if path.parts[0] == "..":  # bin/ scripts
+            continue
+        depth = 2 if path.parts[0] == "zc" and len(path.parts) > 2 else 1
+        entries.add(str(Path(*path.parts[:depth])))
+    return entries
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +149,19 @@ class Buildout:
             recipe = plone.recipe.zope2zeoserver
             """) + part_options + "\n" + textwrap.dedent(extra)
         (self.dir / "buildout.cfg").write_text(config)
+        # Where buildout finds the recipe's dependencies without network:
+        # this environment's site-packages, as a develop egg link (the
+        # buildout process itself cannot import them, see buildout_venv).
+        develop = self.dir / "develop-eggs"
+        develop.mkdir(exist_ok=True)
+        (develop / "site-packages.egg-link").write_text(SITE_PACKAGES + "\n")
         return config
 
     def run(self, *args, check=True, timeout=300):
         """Run bin/buildout; CHECK asserts it succeeded."""
         result = subprocess.run(
-            [str(BUILDOUT), "-c", "buildout.cfg", *args], cwd=self.dir,
+            [str(buildout_command(self.dist_dir)), "-c", "buildout.cfg",
+             *args], cwd=self.dir,
             capture_output=True, text=True, timeout=timeout)
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
@@ -270,9 +333,6 @@ def system_user():
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], capture_output=True)
-
-
-SITE_PACKAGES = str(Path(ZODB.__file__).parents[1])
 
 
 def interpreter_for(user):

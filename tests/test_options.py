@@ -6,11 +6,12 @@ Every test drives a real bin/buildout; none starts a server.
 import configparser
 import json
 import os
+import subprocess
 import textwrap
 
 import pytest
 
-from conftest import free_port, output
+from conftest import buildout_command, free_port, output
 
 
 
@@ -295,6 +296,33 @@ def test_rerun_is_a_noop_and_a_change_reinstalls(buildout):
     assert "Installing zeo." in result.stdout
     assert "  invalidation-queue-size 250\n" in buildout.zeo_conf()
     assert_data_intact(files)
+
+
+SERVER_CODE = {"ZConfig", "ZEO", "ZODB", "zdaemon", "cryptography"}
+
+
+def imported_by_rerun(buildout):
+    """The modules a bin/buildout rerun of BUILDOUT imports."""
+    script = buildout_command(buildout.dist_dir)
+    result = subprocess.run(
+        [str(script.parent / "python"), "-X", "importtime", str(script),
+         "-c", "buildout.cfg"], cwd=buildout.dir, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, output(result)
+    return {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_rerun_loads_no_server_code(buildout):
+    """Buildout loads ZEO, ZConfig and cryptography only for a part that
+    needs them checked: a rerun that changes nothing stays cheap."""
+    buildout.install()
+    imported = imported_by_rerun(buildout)
+    assert "plone.recipe.zope2zeoserver.recipe" in imported
+    assert not imported & SERVER_CODE
+
+    buildout.install("tls-generate = true")
+    assert "cryptography" in imported_by_rerun(buildout)
 
 
 def test_rerun_recreates_missing_data_directories(buildout):

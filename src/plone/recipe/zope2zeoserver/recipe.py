@@ -1,19 +1,19 @@
 """The buildout recipe: one part becomes a ready-to-run ZEO server."""
 
 import contextlib
+import functools
 import logging
 import os
-import re
 import subprocess
 import sys
 
-import ZConfig
 import zc.buildout
 import zc.buildout.easy_install
-import zc.recipe.egg
+from zc.buildout.buildout import bool_option
 
 from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver import zeoconf
+from plone.recipe.zope2zeoserver.options import TLS_OPTIONS
 from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
 from plone.recipe.zope2zeoserver.options import Address
 from plone.recipe.zope2zeoserver.options import check_tls_files
@@ -23,12 +23,6 @@ from plone.recipe.zope2zeoserver.options import read_settings
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
 
 PROJECT = "plone.recipe.zope2zeoserver"
-
-# Needed to build the part, not to run the server: kept off the scripts'
-# sys.path.  (On zc.buildout 4 an egg of zc.recipe.egg 3 there brings a
-# pkg_resources-style `zc` package that hides zc.lockfile 4, which ZODB
-# imports: the server would not start.)
-BUILD_ONLY = {"zc-buildout", "zc-recipe-egg"}
 
 # Parts whose running server `uninstall` stopped during this buildout run;
 # when the part is installed again (changed options), it is restarted.
@@ -47,13 +41,15 @@ class Recipe:
         self.buildout = buildout
         self.name = name
         self.options = options
+        if any(options.get(option) for option in TLS_OPTIONS):
+            # Reading TLS options checks certificates with cryptography.
+            activate(resolve(buildout, [PROJECT + "[tls]"]))
         self.settings = settings = read_settings(buildout, name, options)
         # Publish resolved paths: other parts (collective.recipe.backup)
         # read them to find the data this server really uses.
         options["location"] = settings.part_dir
         options["var"] = settings.var
-        file_storage, blob_storage = self.read_zeo_conf(
-            zeoconf.storage_locations, settings)
+        file_storage, blob_storage = self.storage_locations()
         if file_storage:
             options["file-storage"] = file_storage
         if blob_storage:
@@ -63,8 +59,17 @@ class Recipe:
         options["zeo-log"] = settings.zeo_log
         options["control-script"] = os.path.join(settings.bin_dir, name)
 
+    def storage_locations(self):
+        """(file storage, blob directory) the server will use: the
+        options', or those the zeo-conf file names."""
+        if not self.settings.zeo_conf:
+            return self.settings.file_storage, self.settings.blob_storage
+        activate(self.working_set)  # ZEO's schema reads the file
+        return self.read_zeo_conf(zeoconf.storage_locations, self.settings)
+
     def install(self):
         settings = self.settings
+        activate(self.working_set)  # ZEO's schema checks zeo.conf
         make_directories(settings)
         self.make_tls()
         conf_path = settings.zeo_conf_path
@@ -105,6 +110,7 @@ class Recipe:
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned
         into a one-line UserError naming the options to look at."""
+        import ZConfig  # on the path once the part's eggs are active
         try:
             return read(*args)
         except ZConfig.ConfigurationError as e:
@@ -190,22 +196,18 @@ class Recipe:
 
     # -- scripts ---------------------------------------------------------
 
+    @functools.cached_property
     def working_set(self):
         """The distributions whose locations the generated scripts put on
-        sys.path: the recipe's and `eggs`', less those only building needs.
-        A replicated storage adds the `zrs` extra (zc.zrs, pinned)."""
-        project = PROJECT + "[zrs]" if self.settings.replicates else PROJECT
-        eggs = "\n".join((project,) + self.settings.eggs)
-        _, ws = zc.recipe.egg.Eggs(
-            self.buildout, self.name, {"eggs": eggs}).working_set()
-        wanted = {project_key(egg) for egg in self.settings.eggs}
-        return [dist for dist in ws
-                if project_key(dist.project_name) not in BUILD_ONLY
-                or project_key(dist.project_name) in wanted]
+        sys.path: the recipe's server extra and `eggs`.  A replicated
+        storage adds the `zrs` extra (zc.zrs, pinned)."""
+        extras = "server,zrs" if self.settings.replicates else "server"
+        return resolve(self.buildout,
+                       [f"{PROJECT}[{extras}]", *self.settings.eggs])
 
     def write_scripts(self):
         settings = self.settings
-        ws = self.working_set()
+        ws = self.working_set
         conf = self.path_expression(settings.zeo_conf_path)
         base = self.path_expression(settings.buildout_dir)
         server_args = f"{conf}, {base}"
@@ -344,10 +346,36 @@ def declares_namespaces(dist):
         return False
 
 
-def project_key(requirement):
-    """The normalized project name of REQUIREMENT ("Zc.Recipe_Egg>=3")."""
-    name = re.match(r"[A-Za-z0-9._-]*", requirement.strip()).group()
-    return re.sub(r"[-_.]+", "-", name).lower()
+def resolve(buildout, requirements):
+    """The working set of REQUIREMENTS, found the way zc.recipe.egg finds a
+    part's eggs: in buildout's eggs and develop-eggs directories, else
+    from find-links and the index (unless offline), honouring newest,
+    allow-hosts, allow-unknown-extras and the [versions] pins."""
+    options = buildout["buildout"]
+    eggs = options["eggs-directory"]
+    develop = options["develop-eggs-directory"]
+    if options.get("offline") == "true":
+        ws = zc.buildout.easy_install.install(
+            requirements, None, path=[develop, eggs])
+    else:
+        ws = zc.buildout.easy_install.install(
+            requirements, eggs, links=options["find-links"].split(),
+            index=options.get("index"), path=[develop],
+            newest=options.get("newest") == "true",
+            allow_hosts=tuple(host.strip() for host in
+                              options["allow-hosts"].split("\n")
+                              if host.strip()),
+            allow_unknown_extras=bool_option(options, "allow-unknown-extras"))
+    return zc.buildout.easy_install.sort_working_set(ws, eggs, develop)
+
+
+def activate(ws):
+    """Make the distributions of WS importable in this buildout process,
+    the way zc.buildout makes a recipe's own requirements importable:
+    checking zeo.conf needs ZConfig and ZEO, checking TLS files
+    cryptography.  Distributions already active are left as they are."""
+    for dist in ws:
+        zc.buildout.easy_install.pkg_resources.working_set.add(dist)
 
 
 def make_directories(settings):

@@ -6,11 +6,9 @@ import os
 import re
 import string
 
-import ZConfig
-import ZConfig.datatypes
-import ZConfig.loader
-
-import ZEO
+# ZConfig and ZEO are imported where a file is read: bin/buildout renders
+# zeo.conf on every run without them (recipe.py makes them importable when
+# it checks the file).
 
 
 # With relative-paths, zeo.conf names paths inside the buildout through
@@ -209,26 +207,28 @@ def indent(text, prefix):
 
 def schema_path():
     """ZEO's schema for a zeo.conf with a <runner> section (zeoctl's)."""
+    import ZEO
     return os.path.join(os.path.dirname(ZEO.__file__), "zeoctl.xml")
 
 
 def check(settings, path):
     """Load the written zeo.conf the way the control script will; returns
     the configuration object or raises ZConfig.ConfigurationError."""
+    import ZConfig
     with buildout_env(settings):
         config, _ = ZConfig.loadConfig(ZConfig.loadSchema(schema_path()), path)
     return config
 
 
 def storage_locations(settings):
-    """(file storage path, blob directory) of the first file storage the
-    server will serve: the options' values, or those of the zeo-conf file.
+    """(file storage path, blob directory) of the first file storage of
+    the zeo-conf file.
 
     The paths need not exist yet (nothing has been created at this point),
     so directory checks are relaxed for this reading only.
     """
-    if not settings.zeo_conf:
-        return settings.file_storage, settings.blob_storage
+    import ZConfig.datatypes
+    import ZConfig.loader
     stock = ZConfig.datatypes.stock_datatypes.copy()
     stock["existing-dirpath"] = os.path.expanduser
     loader = ZConfig.loader.SchemaLoader(ZConfig.datatypes.Registry(stock))
