@@ -254,6 +254,11 @@ def start(buildout, part="zeo"):
     return result
 
 
+def server_pid(buildout, part="zeo"):
+    """The pid in the pid file of BUILDOUT's server."""
+    return int(buildout.path("var", f"{part}.pid").read_text())
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)

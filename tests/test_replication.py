@@ -22,7 +22,9 @@ from conftest import Buildout
 from conftest import client
 from conftest import free_port
 from conftest import new_buildout
+from conftest import server_pid
 from conftest import wait_for
+from test_monitor import metrics
 
 
 BLOBS = "blob-storage = var/blobstorage"
@@ -71,17 +73,15 @@ def sees(manager, conn, key, value):
     return conn.root().get(key) == value
 
 
-def server_pid(buildout):
-    return int(buildout.path("var", "zeo.pid").read_text())
-
-
 def test_secondary_follows_primary_through_crashes_and_promotion(
         buildout, second, tmp_path):
     primary = buildout
     replication = free_port()
     primary.install(f"replicate-to = {replication}\n{BLOBS}")
+    metrics_port = free_port()
     second.install(f"replicate-from = {replication}\n"
-                   f"keep-alive-delay = 60\n{BLOBS}")
+                   f"keep-alive-delay = 60\n{BLOBS}\n"
+                   f"metrics-address = {metrics_port}")
     assert "%import plone.recipe.zope2zeoserver" in primary.zeo_conf()
     assert f"replicate-to 127.0.0.1:{replication}" in primary.zeo_conf()
     assert f"replicate-from 127.0.0.1:{replication}" in second.zeo_conf()
@@ -128,6 +128,9 @@ def test_secondary_follows_primary_through_crashes_and_promotion(
         assert figures["role"]["role"] == "secondary"
         assert figures["replication"]["connected"] is True
         assert 0 <= figures["replication"]["lag"] < 1
+        values = metrics(metrics_port)
+        assert values["zeo_replication_connected", "1"] == 1
+        assert 0 <= values["zeo_replication_lag_seconds", "1"] < 1
         assert second.ctl("check").returncode == 0
         assert (f"primary; secondaries connect to 127.0.0.1:{replication}"
                 in primary.ctl("stats").stdout)

@@ -37,7 +37,8 @@ NO_TRANSACTION = "0" * 16  # last-transaction of an empty storage
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# Prometheus name, type, help, and the key of `figures()` it shows.
+# Prometheus name, type, help, and the key of `figures()` (or of
+# `replication_figures()`) it shows.
 METRICS = (
     ("zeo_commits_total", "counter", "Transactions committed.", "commits"),
     ("zeo_aborts_total", "counter", "Transactions aborted.", "aborts"),
@@ -57,6 +58,13 @@ METRICS = (
     ("zeo_seconds_since_last_transaction", "gauge",
      "Seconds since the last committed transaction; absent for an empty "
      "storage.", "seconds_since_last_transaction"),
+    ("zeo_replication_connected", "gauge",
+     "1 while this ZRS secondary is connected to its primary, else 0; "
+     "absent on other servers.", "replication_connected"),
+    ("zeo_replication_lag_seconds", "gauge",
+     "Seconds from the commit on the primary to the arrival here of the "
+     "last transaction replicated; absent before the first one and on "
+     "other servers.", "replication_lag_seconds"),
 )
 
 
@@ -90,6 +98,16 @@ def figures(status, now=None):
         "seconds_since_last_transaction":
             None if last is None else round(max(0.0, now - last), 3),
     }
+
+
+def replication_figures(status):
+    """A ZRS secondary's replication state (zrscompat.Secondary, in its
+    `server_status`) as metric values; none on other servers."""
+    state = status.get("replication")
+    if not state:
+        return {}
+    return {"replication_connected": int(state["connected"]),
+            "replication_lag_seconds": state["lag"]}
 
 
 def storage_block(name, status):
@@ -141,12 +159,13 @@ def stats_text(statuses, now=None):
 def metrics_text(statuses, now=None):
     """The Prometheus text exposition (format 0.0.4) of every storage."""
     now = time.time() if now is None else now
-    values = {name: figures(status, now) for name, status in statuses.items()}
+    values = {name: {**figures(status, now), **replication_figures(status)}
+              for name, status in statuses.items()}
     lines = []
     for metric, kind, text, key in METRICS:
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
         for name in sorted(values):
-            value = values[name][key]
+            value = values[name].get(key)
             if value is not None:
                 lines.append(f'{metric}{{storage="{label(name)}"}} {value}')
     return "\n".join(lines) + "\n"
