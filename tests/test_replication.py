@@ -229,6 +229,7 @@ def test_fan_out_serves_the_upstream_storage_read_only(
     assert (f"server 127.0.0.1:{upstream.port}\n  storage 1\n"
             "  read-only true\n") in fan_out.zeo_conf()
     assert "cache-size 50MB" in fan_out.zeo_conf()
+    assert not fan_out.path("var", "filestorage").exists()
     # It starts while its upstream is down, and connects once it is up.
     started(fan_out)
     started(upstream)

@@ -253,8 +253,10 @@ class Settings:
 
     def writable_dirs(self):
         """Directories the server writes to, created at buildout time."""
+        # A fan-out serves its upstream's storage: no file of its own.
+        data = () if self.upstream else (self.file_storage,)
         dirs = [os.path.dirname(p) for p in (
-            self.file_storage, self.zeo_log, self.pid_file, self.socket_name)]
+            *data, self.zeo_log, self.pid_file, self.socket_name)]
         if self.blob_storage:
             dirs.append(self.blob_storage)
         for address in self.addresses().values():
