@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import zc.buildout
 import zc.buildout.easy_install
@@ -374,8 +375,13 @@ def activate(ws):
     the way zc.buildout makes a recipe's own requirements importable:
     checking zeo.conf needs ZConfig and ZEO, checking TLS files
     cryptography.  Distributions already active are left as they are."""
-    for dist in ws:
-        zc.buildout.easy_install.pkg_resources.working_set.add(dist)
+    with warnings.catch_warnings():
+        # pkg_resources mistakes a namespace package that zc.buildout
+        # imported (zc) for a conflict when zc.lockfile's egg joins it.
+        warnings.filterwarnings("ignore", "Module .* was already imported",
+                                UserWarning)
+        for dist in ws:
+            zc.buildout.easy_install.pkg_resources.working_set.add(dist)
 
 
 def make_directories(settings):
