@@ -6,13 +6,10 @@ server accepts connections or fails with the reason, status follows LSB
 exit codes, fg is the server itself, waits poll finely and are bounded.
 """
 
-import json
 import os
 import re
-import shlex
 import signal
 import socket
-import struct
 import sys
 import time
 
@@ -23,9 +20,6 @@ import ZEO
 
 from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import replication
-from plone.recipe.zope2zeoserver import tlsclient
-from plone.recipe.zope2zeoserver.pack import ArgumentParser
-from plone.recipe.zope2zeoserver.pack import non_negative
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 
@@ -37,10 +31,6 @@ USAGE = 2  # a command given wrong arguments
 # starts: a server with it whose manager does not answer lost its manager
 # (kill -9); one without it runs in the foreground under another manager.
 MANAGED_ENV = "ZOPE2ZEOSERVER_MANAGED"
-ASK_TIMEOUT = 5  # seconds stats and check wait for each step of an answer
-# Monitoring-plugin exit statuses (Nagios, Icinga, Sensu, ...).
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-CHECK_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 FOREGROUND_COMMANDS = ("", "start", "fg", "foreground")
 WINDOWS = os.name == "nt"  # no zdaemon, no exec
 
@@ -453,30 +443,22 @@ class Commands(zdaemon.zdctl.ZDCmd):
     # -- statistics ------------------------------------------------------
 
     def do_stats(self, arg):
-        options, status = parse_command(stats_parser(), arg)
+        stats = statistics_client()
+        options, status = stats.parse_command(stats.stats_parser(), arg)
         if options is None:
             return status
         try:
-            statuses = server_statuses(self.address, options.timeout,
-                                       self.tls)
-        except NoAnswer as e:
+            statuses = stats.server_statuses(self.address, options.timeout,
+                                             self.tls)
+        except stats.NoAnswer as e:
             print(e, file=sys.stderr)
             return STATUS_NOT_RUNNING if e.down else 1
         if options.json:
-            now = time.time()
-            print(json.dumps({
-                "address": self.address_text(),
-                "time": now,
-                "storages": {name: self.figures(name, status, now)
-                             for name, status in statuses.items()},
-            }, indent=2, sort_keys=True))
+            print(stats.json_text(self.address_text(), statuses,
+                                  self.roles()))
         else:
-            print(f"ZEO server at {self.address_text()}")
-            for name, role in self.roles().items():
-                print(f"storage {name}: " + replication.role_text(
-                    role, statuses.get(name, {}).get("replication")))
-            print()
-            print(monitor.stats_text(statuses), end="")
+            print(stats.plain_text(self.address_text(), statuses,
+                                   self.roles()), end="")
         return 0
 
     def roles(self):
@@ -489,38 +471,29 @@ class Commands(zdaemon.zdctl.ZDCmd):
                 found[opener.name] = role
         return found
 
-    def figures(self, name, status, now):
-        """`stats --json` of one storage: the monitor's figures; for a
-        storage that is replicated or fans out, its role and the
-        replication state the server reports (a secondary's, or null)."""
-        values = monitor.figures(status, now)
-        role = self.roles().get(name)
-        if role:
-            values["role"] = role
-            values["replication"] = status.get("replication")
-        return values
-
     def help_stats(self):
-        stats_parser().print_help()
+        statistics_client().stats_parser().print_help()
 
     def do_check(self, arg):
-        options, status = parse_command(check_parser(), arg)
+        stats = statistics_client()
+        options, status = stats.parse_command(stats.check_parser(), arg)
         if options is None:
-            return UNKNOWN if status else OK
+            return stats.UNKNOWN if status else stats.OK
         try:
-            statuses = server_statuses(self.address, options.timeout,
-                                       self.tls)
-        except NoAnswer as e:
-            return report(CRITICAL, str(e))
+            statuses = stats.server_statuses(self.address, options.timeout,
+                                             self.tls)
+        except stats.NoAnswer as e:
+            return stats.report(stats.CRITICAL, str(e))
         try:
-            return report(*health(statuses, options.lock_warning,
-                                  options.lock_critical))
+            return stats.report(*stats.health(
+                statuses, options.lock_warning, options.lock_critical))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            return report(UNKNOWN, "unexpected statistics from the server "
-                          f"at {self.address_text()}: {e!r}")
+            return stats.report(
+                stats.UNKNOWN, "unexpected statistics from the server at "
+                f"{self.address_text()}: {e!r}")
 
     def help_check(self):
-        check_parser().print_help()
+        statistics_client().check_parser().print_help()
 
     def default(self, line):
         print(f"unknown command {line.split()[0]!r}; commands: "
@@ -534,6 +507,15 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def do_EOF(self, arg):
         print()
         return True
+
+
+def statistics_client():
+    """The `stats` module, imported here and not at the top: it brings
+    json, asyncio (through `monitor`) and ssl, which start, stop and
+    status do not need and should not pay for; and it imports this
+    module (`client_address`)."""
+    from plone.recipe.zope2zeoserver import stats
+    return stats
 
 
 def file_size(path):
@@ -689,178 +671,6 @@ def can_connect(address):
         except OSError:
             return False
     return True
-
-
-# -- statistics ----------------------------------------------------------
-
-class NoAnswer(Exception):
-    """The server gave no statistics; DOWN: nothing listens at all."""
-
-    def __init__(self, message, down=False):
-        super().__init__(message)
-        self.down = down
-
-
-def server_statuses(address, timeout=ASK_TIMEOUT, tls=None):
-    """{storage name: server_status dict} of the server at ADDRESS.
-
-    Asked with ZEO's `ruok` handshake, as zeo-nagios does: one round trip
-    for all storages, and the asking connection is never registered, so
-    it is not counted among the clients it reports.  TLS: the client
-    certificate to present (see `tlsclient`).
-    """
-    family, target = client_address(address)
-    where = monitor.describe(address)
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(target)
-            if tls is not None:
-                conn, _ = tlsclient.connect(s, where, tls)
-                with conn:
-                    conn.sendall(struct.pack(">I", 4) + b"ruok")
-                    return json.loads(receive_message(conn))
-            s.sendall(struct.pack(">I", 4) + b"ruok")
-            receive_message(s)  # the server's protocol version
-            return json.loads(receive_message(s))
-    except (ConnectionRefusedError, FileNotFoundError) as e:
-        raise NoAnswer(f"the ZEO server at {where} is not running "
-                       f"({e.strerror}); start it with the start command",
-                       down=True)
-    except TimeoutError:
-        raise NoAnswer(f"the ZEO server at {where} did not answer within "
-                       f"{timeout:g} s")
-    except OSError as e:
-        raise NoAnswer(f"cannot ask the ZEO server at {where}: "
-                       f"{e.strerror or e}")
-    except (EOFError, ValueError):
-        raise NoAnswer(f"the server at {where} did not answer like a ZEO "
-                       "server; is zeo-address right?")
-    except tlsclient.TLSError as e:
-        raise NoAnswer(str(e))
-
-
-def receive_message(sock, limit=1 << 24):
-    """One message of ZEO's protocol: 4 bytes of length, then data."""
-    size, = struct.unpack(">I", receive_exactly(sock, 4))
-    if size > limit:
-        raise ValueError(f"a message of {size} bytes")
-    return receive_exactly(sock, size)
-
-
-def receive_exactly(sock, size):
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError("connection closed")
-        data += chunk
-    return data
-
-
-def health(statuses, lock_warning, lock_critical=None, now=None):
-    """(exit status, summary, perfdata) of a monitoring check: a commit
-    lock held too long means commits are stuck behind one client."""
-    now = time.time() if now is None else now
-    values = {name: monitor.figures(statuses[name], now)
-              for name in sorted(statuses)}
-    if not values:
-        return WARNING, "the server serves no storage", []
-    level, problems, perfdata = OK, [], []
-    for name, v in values.items():
-        held = v["commit_lock_seconds"]
-        for state, limit in ((CRITICAL, lock_critical),
-                             (WARNING, lock_warning)):
-            if held and limit is not None and held >= limit:
-                level = max(level, state)
-                problems.append(f"commit lock of storage {name!r} held "
-                                f"for {held:.0f} s")
-                break
-        prefix = "" if name == "1" else f"{name}:"
-        perfdata += [f"{prefix}{key}={v[figure]}" for key, figure in (
-            ("clients", "clients"), ("active", "active_transactions"),
-            ("waiting", "waiting_transactions"), ("commits", "commits"),
-            ("aborts", "aborts"), ("loads", "loads"), ("stores", "stores"),
-            ("conflicts", "conflicts"),
-            ("conflicts_resolved", "conflicts_resolved"))]
-        perfdata.append(f"{prefix}lock={v['commit_lock_seconds']:g}s;"
-                        f"{lock_warning:g};"
-                        + ("" if lock_critical is None
-                           else f"{lock_critical:g}"))
-        replicating = statuses[name].get("replication")
-        if replicating and not replicating["connected"]:
-            # A ZRS secondary that does not receive the primary's commits.
-            level = max(level, WARNING)
-            problems.append(
-                f"storage {name!r} is a secondary not connected to its "
-                f"primary {replicating['primary']} for "
-                f"{max(0, now - replicating['since']):.0f} s")
-    clients = sum(v["clients"] for v in values.values())
-    commits = sum(v["commits"] for v in values.values())
-    summary = f"{clients} clients, {commits} commits"
-    if len(values) > 1:
-        summary = f"{len(values)} storages, {summary}"
-    return level, "; ".join(problems + [summary]), perfdata
-
-
-def report(level, summary, perfdata=()):
-    """Print the one line monitoring plugins print; return LEVEL."""
-    line = f"ZEO {CHECK_STATES[level]} - {summary}"
-    if perfdata:
-        line += " | " + " ".join(perfdata)
-    print(line)
-    return level
-
-
-def stats_parser():
-    parser = ArgumentParser(
-        prog=f"{os.path.basename(sys.argv[0])} stats",
-        description="Print the running server's statistics per storage "
-                    "(the figures of 1.x's monitor server). Exit status 3 "
-                    "when the server is not running.")
-    parser.add_argument("--json", action="store_true",
-                        help="print them as JSON")
-    add_timeout(parser)
-    return parser
-
-
-def check_parser():
-    parser = ArgumentParser(
-        prog=f"{os.path.basename(sys.argv[0])} check",
-        description="Check the running server like a monitoring plugin "
-                    "(Nagios, Icinga, a container health check): print one "
-                    "line; exit 0 OK, 1 WARNING, 2 CRITICAL (not running or "
-                    "not answering), 3 UNKNOWN.")
-    parser.add_argument(
-        "--lock-warning", type=non_negative, default=10, metavar="SECONDS",
-        help="WARNING when a commit lock is held this long "
-             "(default: %(default)s)")
-    parser.add_argument(
-        "--lock-critical", type=non_negative, default=None,
-        metavar="SECONDS",
-        help="CRITICAL when a commit lock is held this long (default: never)")
-    add_timeout(parser)
-    return parser
-
-
-def add_timeout(parser):
-    parser.add_argument(
-        "--timeout", type=non_negative, default=ASK_TIMEOUT,
-        metavar="SECONDS",
-        help="give up when the server does not answer within this many "
-             "seconds (default: %(default)s)")
-
-
-def parse_command(parser, arg):
-    """(options, None), or (None, exit status) once argparse has printed
-    help (0) or a usage error (2)."""
-    try:
-        return parser.parse_args(shlex.split(arg)), None
-    except ValueError as e:  # unbalanced quotes
-        print(f"{parser.prog}: {e}", file=sys.stderr)
-        return None, 2
-    except SystemExit as e:
-        return None, e.code
 
 
 def tail(path, count):

@@ -5,7 +5,7 @@ ZEO 5 dropped 1.5's monitor server.  The figures themselves are still
 kept by the live `StorageServer` (`server_status`, per storage); this
 module turns them into the 1.5 monitor text (so old monitoring scripts
 keep working), JSON and Prometheus text.  `runzeo.py` serves them from
-inside the server process; `ctl.py` asks a running server for the same
+inside the server process; `stats.py` asks a running server for the same
 figures with ZEO's `ruok` handshake.
 """
 
