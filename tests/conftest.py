@@ -247,6 +247,24 @@ def output(result):
     return result.stdout + result.stderr
 
 
+def imports(buildout, name, *args, timeout=120):
+    """Run bin/NAME with ARGS under `python -X importtime`: (the result,
+    its stderr without the import lines, the names of the modules it
+    imported)."""
+    script = buildout.path("bin", name)
+    python = script.read_text().splitlines()[0][2:].strip()
+    result = subprocess.run(
+        [python, "-X", "importtime", str(script), *args], cwd=buildout.dir,
+        capture_output=True, text=True, timeout=timeout)
+    modules, errors = set(), []
+    for line in result.stderr.splitlines(keepends=True):
+        if line.startswith("import time:"):
+            modules.add(line.rpartition("|")[2].strip())
+        else:
+            errors.append(line)
+    return result, "".join(errors), modules
+
+
 def start(buildout, part="zeo"):
     """bin/<part> start, which must succeed."""
     result = buildout.ctl("start", part=part)

@@ -9,7 +9,8 @@ import subprocess
 import time
 
 
-from conftest import alive, commit, output, processes_using, read, wait_for
+from conftest import (alive, commit, imports, output, processes_using,
+                      read, wait_for)
 
 
 def address(buildout):
@@ -131,6 +132,25 @@ def test_start_status_stop_restart(buildout):
     assert buildout.ctl("status").returncode == 3
     assert processes_using(buildout.dir) == []
     assert not accepts(addr)
+
+
+def test_everyday_commands_import_only_what_they_need(buildout):
+    """status, start and stop leave the statistics client (json, and
+    asyncio through the monitor) unimported: each run of the control
+    script pays for every module it imports."""
+    buildout.install()
+    unwanted = {"plone.recipe.zope2zeoserver.stats",
+                "plone.recipe.zope2zeoserver.monitor", "asyncio", "json"}
+    for command, status in (("status", 3), ("start", 0), ("status", 0),
+                            ("stop", 0)):
+        result, errors, modules = imports(buildout, "zeo", command)
+        assert result.returncode == status, result.stdout + errors
+        assert "plone.recipe.zope2zeoserver.ctl" in modules
+        assert not modules & unwanted, (command, modules & unwanted)
+    # stats does import them.
+    result, errors, modules = imports(buildout, "zeo", "stats")
+    assert result.returncode == 3, result.stdout + errors
+    assert "plone.recipe.zope2zeoserver.stats" in modules
 
 
 def test_unknown_and_missing_command(buildout):

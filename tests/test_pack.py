@@ -6,7 +6,7 @@ import time
 import transaction
 import ZODB.blob
 
-from conftest import client, commit, output, read, start
+from conftest import client, commit, imports, output, read, start
 
 
 def address(buildout):
@@ -41,10 +41,13 @@ def test_pack_and_backup(buildout):
     size = data_fs.stat().st_size
 
     # The part's pack-days is the default: everything is younger than
-    # 3 days, so a pack without -d keeps every revision.
-    result = buildout.script("zeopack", timeout=30)
-    assert result.returncode == 0, output(result)
+    # 3 days, so a pack without -d keeps every revision.  It loads no
+    # module of the server's (the monitor would bring importlib.metadata).
+    result, errors, modules = imports(buildout, "zeopack", timeout=30)
+    assert result.returncode == 0, result.stdout + errors
     assert data_fs.stat().st_size >= size
+    assert "plone.recipe.zope2zeoserver.pack" in modules
+    assert "plone.recipe.zope2zeoserver.monitor" not in modules
 
     result = buildout.script("zeopack", "-d", "0", timeout=30)
     assert result.returncode == 0, output(result)

@@ -18,8 +18,9 @@ import zdaemon.zdoptions
 
 import ZEO
 
-from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import replication
+from plone.recipe.zope2zeoserver.addresses import client_address
+from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 
@@ -107,7 +108,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         return self.options.configroot.zeo.address.address
 
     def address_text(self):
-        return monitor.describe(self.address)
+        return describe(self.address)
 
     def accepts_connections(self):
         return can_connect(self.address)
@@ -511,9 +512,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
 
 def statistics_client():
     """The `stats` module, imported here and not at the top: it brings
-    json, asyncio (through `monitor`) and ssl, which start, stop and
-    status do not need and should not pay for; and it imports this
-    module (`client_address`)."""
+    json and asyncio (through `monitor`), which start, stop and status
+    do not need and should not pay for (test_ctl checks)."""
     from plone.recipe.zope2zeoserver import stats
     return stats
 
@@ -648,17 +648,6 @@ def check_runs_as(entry, directories=(), problems=None):
         reason = lines[-1] if lines else f"exit status {result.returncode}"
     fail(f"effective-user {entry.pw_name!r} cannot run the server: {reason}; "
          f"make {sys.executable} and the eggs readable by that user")
-
-
-def client_address(address):
-    """(family, address) that reaches a server listening on ADDRESS
-    (zeo.conf form): a wildcard host means this machine."""
-    if isinstance(address, str):
-        return socket.AF_UNIX, address
-    host, port = address
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(
-        host, host)
-    return socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port)
 
 
 def can_connect(address):

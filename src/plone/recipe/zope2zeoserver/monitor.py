@@ -25,6 +25,8 @@ import time
 import ZEO.monitor
 from ZODB.TimeStamp import TimeStamp
 
+from plone.recipe.zope2zeoserver.addresses import describe
+
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver.monitor")
 
@@ -215,13 +217,6 @@ def http_response(status, body="", content_type="text/plain; charset=utf-8",
 
 class ListenError(Exception):
     """An address the server cannot listen on; the text says why."""
-
-
-def describe(address):
-    if isinstance(address, str):
-        return address
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def listening_socket(address, option):

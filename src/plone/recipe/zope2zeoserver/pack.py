@@ -17,7 +17,7 @@ import sys
 import time
 
 from plone.recipe.zope2zeoserver import tlsclient
-from plone.recipe.zope2zeoserver.monitor import describe
+from plone.recipe.zope2zeoserver.addresses import describe
 
 
 CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage

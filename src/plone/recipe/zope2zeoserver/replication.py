@@ -9,7 +9,7 @@ zc.zrs.  Only opening a <zrs> section, in the server, does (through
 
 import time
 
-from plone.recipe.zope2zeoserver.monitor import describe
+from plone.recipe.zope2zeoserver.addresses import describe
 
 
 class ReplicationError(Exception):

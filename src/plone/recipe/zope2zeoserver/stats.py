@@ -19,7 +19,8 @@ import time
 from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import tlsclient
-from plone.recipe.zope2zeoserver.ctl import client_address
+from plone.recipe.zope2zeoserver.addresses import client_address
+from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.pack import ArgumentParser
 from plone.recipe.zope2zeoserver.pack import non_negative
 
@@ -47,7 +48,7 @@ def server_statuses(address, timeout=ASK_TIMEOUT, tls=None):
     certificate to present (see `tlsclient`).
     """
     family, target = client_address(address)
-    where = monitor.describe(address)
+    where = describe(address)
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)

@@ -32,7 +32,7 @@ import zc.zrs.secondary
 from ZODB.Connection import TransactionMetaData
 from ZODB.TimeStamp import TimeStamp
 
-from plone.recipe.zope2zeoserver.monitor import describe
+from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.replication import ReplicationError
 
 
