@@ -24,7 +24,7 @@ from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 
-POLL = 0.05  # seconds between status polls (zdctl sleeps a whole second)
+POLL = 0.01  # seconds between status polls (zdctl sleeps a whole second)
 STATUS_NOT_RUNNING = 3  # LSB: program is not running
 STATUS_UNKNOWN = 4  # LSB: status unknown (status given wrong arguments)
 USAGE = 2  # a command given wrong arguments
