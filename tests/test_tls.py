@@ -277,6 +277,13 @@ def test_zeopack_packs_tls_server(secured):
     assert "packed storage '1'" in result.stdout
     assert data_fs.stat().st_size < size / 3
     assert "ERROR" not in secured.log.read_text()
+    # A storage the server does not have: refused at once over TLS too.
+    started = time.monotonic()
+    result = secured.script("zeopack", "-S", "nosuch", timeout=60)
+    assert result.returncode == 1, output(result)
+    assert time.monotonic() - started < 5
+    assert "storage 'nosuch'" in result.stderr.strip(), result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 def test_zeopack_refused_in_one_line(secured, tmp_path):

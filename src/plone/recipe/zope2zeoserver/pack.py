@@ -85,6 +85,50 @@ def check_reachable(address, tls=None):
             conn.close()
 
 
+class Refusals(logging.Handler):
+    """Catches the ZEO client's report that the server refused to
+    register it, e.g. for a storage it does not have.  The client only
+    logs that, and asks again ~10 s later, until our timeout."""
+
+    LOGGER = "ZEO.asyncio.client"
+    MESSAGE = "Registration or cache validation failed"
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.refusal = None
+
+    def emit(self, record):
+        if record.exc_info and str(record.msg).startswith(self.MESSAGE):
+            self.refusal = record.exc_info[1]
+
+    @contextlib.contextmanager
+    def watching(self):
+        """Catch refusals meanwhile; they are not printed (the outcome
+        is reported in one line instead of the client's traceback)."""
+        logger = logging.getLogger(self.LOGGER)
+        level, propagate = logger.level, logger.propagate
+        logger.setLevel(logging.ERROR)
+        logger.propagate = False
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def refusal_reason(error):
+    """The server's reason in ERROR, a ZEO ServerException("module.Class",
+    args) as the client receives it, or any exception."""
+    from ZEO.Exceptions import ServerException
+
+    if (isinstance(error, ServerException) and len(error.args) == 2
+            and isinstance(error.args[1], tuple)):
+        return " ".join(str(arg) for arg in error.args[1]) or error.args[0]
+    return str(error) or type(error).__name__
+
+
 def pack(address, storage, days, timeout, tls=None):
     """Pack STORAGE on the server at ADDRESS, keeping DAYS of history.
 
@@ -96,20 +140,29 @@ def pack(address, storage, days, timeout, tls=None):
     if tls is not None:
         ssl_options = {"ssl": tlsclient.client_context(tls)}
     check_reachable(address, tls)
-    client = ZEO.ClientStorage.ClientStorage(
-        address, storage=storage, wait=False, read_only=True, **ssl_options)
-    try:
-        deadline = time.monotonic() + timeout
-        while not client.is_connected():
-            if time.monotonic() > deadline:
-                raise PackError(
-                    f"the ZEO server at {describe(address)} did not give "
-                    f"access to storage {storage!r} within {timeout:g} s; "
-                    "check the storage name (-S) and the server log")
-            time.sleep(0.01)  # a pack takes seconds; waiting adds up
-        client.pack(time.time(), wait=True, days=days)
-    finally:
-        client.close()
+    with Refusals().watching() as refusals:
+        client = ZEO.ClientStorage.ClientStorage(
+            address, storage=storage, wait=False, read_only=True,
+            **ssl_options)
+        try:
+            deadline = time.monotonic() + timeout
+            while not client.is_connected():
+                if refusals.refusal is not None:
+                    raise PackError(
+                        f"the ZEO server at {describe(address)} refused "
+                        f"access to storage {storage!r}: "
+                        f"{refusal_reason(refusals.refusal)}; check the "
+                        "storage name (-S) and the server log")
+                if time.monotonic() > deadline:
+                    raise PackError(
+                        f"the ZEO server at {describe(address)} did not "
+                        f"give access to storage {storage!r} within "
+                        f"{timeout:g} s; check the storage name (-S) and "
+                        "the server log")
+                time.sleep(0.01)  # a pack takes seconds; waiting adds up
+            client.pack(time.time(), wait=True, days=days)
+        finally:
+            client.close()
 
 
 def main(address, defaults, args=None, tls=None):
