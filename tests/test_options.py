@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import textwrap
+import zipfile
 
 import pytest
 
@@ -296,6 +297,49 @@ def test_rerun_is_a_noop_and_a_change_reinstalls(buildout):
     assert "Installing zeo." in result.stdout
     assert "  invalidation-queue-size 250\n" in buildout.zeo_conf()
     assert_data_intact(files)
+
+
+def wheel(directory, name, version):
+    """A wheel of project NAME, VERSION in DIRECTORY: one empty module."""
+    tag = f"{name}-{version}"
+    files = {f"{name}.py": "",
+             f"{tag}.dist-info/METADATA":
+                 f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{tag}.dist-info/WHEEL": "Wheel-Version: 1.0\n"
+                 "Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{path},," for path in files] + [f"{tag}.dist-info/RECORD,,"]
+    files[f"{tag}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    with zipfile.ZipFile(directory / f"{tag}-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def test_rerun_follows_a_changed_pin(buildout):
+    """A [versions] pin changes the scripts' eggs without changing the
+    part's options: a rerun must still write them (the README's
+    zc.lockfile pin for zc.buildout 4 is added to a buildout that failed)."""
+    links = buildout.path("links")
+    links.mkdir()
+    for version in ("1.0", "2.0"):
+        wheel(links, "zeotestpinned", version)
+
+    def install(version):
+        config = buildout.write(
+            "eggs = zeotestpinned",
+            extra=f"[versions]\nzeotestpinned = {version}\n")
+        buildout.path("buildout.cfg").write_text(config.replace(
+            f"find-links = {buildout.dist_dir}",
+            f"find-links = {buildout.dist_dir} {links}"))
+        return buildout.run()
+
+    install("1.0")
+    assert "zeotestpinned-1.0-" in buildout.path("bin", "zeo").read_text()
+    result = install("2.0")
+    assert "Installing zeo." not in result.stdout
+    for script in ("bin/zeo", "parts/zeo/bin/runzeo", "bin/zeopack"):
+        text = buildout.path(*script.split("/")).read_text()
+        assert "zeotestpinned-2.0-" in text, script
+        assert "zeotestpinned-1.0-" not in text, script
 
 
 SERVER_CODE = {"ZConfig", "ZEO", "ZODB", "zdaemon", "cryptography"}

@@ -107,6 +107,11 @@ class Recipe:
         if self.settings.zeo_conf:
             self.read_zeo_conf(zeoconf.check, self.settings,
                                self.settings.zeo_conf_path)
+        # The eggs may not be: a [versions] pin or a newer release changes
+        # the working set, and buildout's signature of this part no longer
+        # covers it (the recipe requires nothing).  Scripts are only
+        # rewritten where their text changes.
+        self.write_scripts()
 
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned
