@@ -280,14 +280,16 @@ def test_rerun_is_a_noop_and_a_change_reinstalls(buildout):
     buildout.install("blob-storage = var/blobstorage")
     files = write_data(buildout)
     conf = buildout.path("parts", "zeo", "etc", "zeo.conf")
+    # Rewritten only when the eggs are resolved again.
+    record = buildout.path("parts", "zeo", "working-set.txt")
     scripts = [buildout.path("bin", name) for name in
                ("zeo", "zeopack", "repozo")]
-    stamps = [p.stat().st_mtime_ns for p in [conf] + scripts]
+    stamps = [p.stat().st_mtime_ns for p in [conf, record] + scripts]
 
     result = buildout.run()
     assert "Updating zeo." in result.stdout
     assert "Installing zeo." not in result.stdout
-    assert [p.stat().st_mtime_ns for p in [conf] + scripts] == stamps
+    assert [p.stat().st_mtime_ns for p in [conf, record] + scripts] == stamps
     assert_data_intact(files)
 
     buildout.write("blob-storage = var/blobstorage\n"
@@ -334,8 +336,11 @@ def test_rerun_follows_a_changed_pin(buildout):
 
     install("1.0")
     assert "zeotestpinned-1.0-" in buildout.path("bin", "zeo").read_text()
+    record = buildout.path("parts", "zeo", "working-set.txt")
+    assert "\nzeotestpinned 1.0 " in record.read_text()
     result = install("2.0")
     assert "Installing zeo." not in result.stdout
+    assert "\nzeotestpinned 2.0 " in record.read_text()
     for script in ("bin/zeo", "parts/zeo/bin/runzeo", "bin/zeopack"):
         text = buildout.path(*script.split("/")).read_text()
         assert "zeotestpinned-2.0-" in text, script

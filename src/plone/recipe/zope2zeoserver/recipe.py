@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import subprocess
@@ -24,6 +25,10 @@ from plone.recipe.zope2zeoserver.options import read_settings
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
 
 PROJECT = "plone.recipe.zope2zeoserver"
+
+# In parts/<part>/: the scripts' distributions and what decided them.
+WORKING_SET_FILE = "working-set.txt"
+INPUTS_PREFIX = "# inputs: "
 
 # Parts whose running server `uninstall` stopped during this buildout run;
 # when the part is installed again (changed options), it is restarted.
@@ -107,11 +112,15 @@ class Recipe:
         if self.settings.zeo_conf:
             self.read_zeo_conf(zeoconf.check, self.settings,
                                self.settings.zeo_conf_path)
-        # The eggs may not be: a [versions] pin or a newer release changes
-        # the working set, and buildout's signature of this part no longer
-        # covers it (the recipe requires nothing).  Scripts are only
+        # The eggs may not be: a [versions] pin, an egg added to the eggs
+        # directory or a newer release changes the working set, and
+        # buildout's signature of this part does not cover it (the recipe
+        # requires nothing).  Resolving again costs ~25 ms, so it waits
+        # until something it depends on changed.  Scripts are only
         # rewritten where their text changes.
-        self.write_scripts()
+        inputs = self.working_set_inputs()
+        if inputs is None or inputs != self.recorded_inputs():
+            self.write_scripts()
 
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned
@@ -240,7 +249,55 @@ class Recipe:
                     arguments=arguments,
                     initialization=prelude + settings.initialization,
                     relative_paths=settings.relative_paths)
-        return paths
+        return paths + [self.record_working_set(ws)]
+
+    def working_set_inputs(self):
+        """A digest of what decides the working set, short of resolving
+        it; None with newest, where only the index tells.  Buildout
+        develops develop eggs again on every run, so their entries'
+        times change and a buildout with develop eggs always resolves."""
+        options = self.buildout["buildout"]
+        if options.get("newest") == "true":
+            return None
+        develop = options["develop-eggs-directory"]
+        try:
+            changed = [os.stat(options["eggs-directory"]).st_mtime_ns,
+                       os.stat(develop).st_mtime_ns]
+            changed += sorted((entry.name, entry.stat().st_mtime_ns)
+                              for entry in os.scandir(develop))
+        except OSError:
+            return None
+        inputs = (sys.executable, self.settings.replicates,
+                  self.settings.eggs, changed,
+                  sorted(zc.buildout.easy_install.default_versions().items()),
+                  *(options.get(name) for name in (
+                      "offline", "find-links", "index", "allow-hosts",
+                      "allow-unknown-extras", "prefer-final")))
+        return hashlib.sha1(repr(inputs).encode()).hexdigest()
+
+    def record_working_set(self, ws):
+        """parts/<part>/working-set.txt: the distributions the scripts
+        run with, for people, and the inputs they were resolved from."""
+        path = os.path.join(self.settings.part_dir, WORKING_SET_FILE)
+        lines = [f"# The distributions on the sys.path of {self.name}'s "
+                 "scripts, as bin/buildout found them.",
+                 f"{INPUTS_PREFIX}{self.working_set_inputs()}"]
+        lines += [f"{dist.project_name} {dist.version} {dist.location}"
+                  for dist in ws]
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def recorded_inputs(self):
+        path = os.path.join(self.settings.part_dir, WORKING_SET_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith(INPUTS_PREFIX):
+                        return line[len(INPUTS_PREFIX):].strip()
+        except OSError:
+            pass
+        return None
 
     def zeopack_entry(self):
         settings = self.settings
