@@ -120,7 +120,10 @@ class Recipe:
         # rewritten where their text changes.
         inputs = self.working_set_inputs()
         if inputs is None or inputs != self.recorded_inputs():
-            self.write_scripts()
+            # What is installed will do: newest would read the index page
+            # of every egg on every run (zc.buildout 4 with setuptools 65:
+            # 46 s); new releases come with the next install of the part.
+            self.write_scripts(self.resolve_eggs(newest=False))
 
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned
@@ -213,16 +216,23 @@ class Recipe:
 
     @functools.cached_property
     def working_set(self):
+        return self.resolve_eggs()
+
+    def resolve_eggs(self, newest=True):
         """The distributions whose locations the generated scripts put on
         sys.path: the recipe's server extra and `eggs`.  A replicated
-        storage adds the `zrs` extra (zc.zrs, pinned)."""
-        extras = "server,zrs" if self.settings.replicates else "server"
-        return resolve(self.buildout,
-                       [f"{PROJECT}[{extras}]", *self.settings.eggs])
+        storage adds the `zrs` extra (zc.zrs, pinned): as a requirement of
+        its own, since "[server,zrs]" resolves its extras in an order that
+        changes from run to run (a set), and so would the scripts."""
+        requirements = [f"{PROJECT}[server]"]
+        if self.settings.replicates:
+            requirements.append(f"{PROJECT}[zrs]")
+        return resolve(self.buildout, [*requirements, *self.settings.eggs],
+                       newest=newest)
 
-    def write_scripts(self):
+    def write_scripts(self, ws=None):
         settings = self.settings
-        ws = self.working_set
+        ws = self.working_set if ws is None else ws
         conf = self.path_expression(settings.zeo_conf_path)
         base = self.path_expression(settings.buildout_dir)
         server_args = f"{conf}, {base}"
@@ -253,12 +263,10 @@ class Recipe:
 
     def working_set_inputs(self):
         """A digest of what decides the working set, short of resolving
-        it; None with newest, where only the index tells.  Buildout
-        develops develop eggs again on every run, so their entries'
-        times change and a buildout with develop eggs always resolves."""
+        it (from what is installed).  Buildout develops develop eggs again
+        on every run, so their entries' times change and a buildout with
+        develop eggs always resolves."""
         options = self.buildout["buildout"]
-        if options.get("newest") == "true":
-            return None
         develop = options["develop-eggs-directory"]
         try:
             changed = [os.stat(options["eggs-directory"]).st_mtime_ns,
@@ -409,11 +417,12 @@ def declares_namespaces(dist):
         return False
 
 
-def resolve(buildout, requirements):
+def resolve(buildout, requirements, newest=True):
     """The working set of REQUIREMENTS, found the way zc.recipe.egg finds a
     part's eggs: in buildout's eggs and develop-eggs directories, else
-    from find-links and the index (unless offline), honouring newest,
-    allow-hosts, allow-unknown-extras and the [versions] pins."""
+    from find-links and the index (unless offline), honouring newest
+    (unless NEWEST is false), allow-hosts, allow-unknown-extras and the
+    [versions] pins."""
     options = buildout["buildout"]
     eggs = options["eggs-directory"]
     develop = options["develop-eggs-directory"]
@@ -424,7 +433,7 @@ def resolve(buildout, requirements):
         ws = zc.buildout.easy_install.install(
             requirements, eggs, links=options["find-links"].split(),
             index=options.get("index"), path=[develop],
-            newest=options.get("newest") == "true",
+            newest=newest and options.get("newest") == "true",
             allow_hosts=tuple(host.strip() for host in
                               options["allow-hosts"].split("\n")
                               if host.strip()),
