@@ -253,8 +253,13 @@ def imports(buildout, name, *args, timeout=120):
     imported)."""
     script = buildout.path("bin", name)
     python = script.read_text().splitlines()[0][2:].strip()
+    return importtime(python, script, args, buildout.dir, timeout)
+
+
+def importtime(python, script, args, cwd, timeout):
+    """`imports` for any SCRIPT that PYTHON runs."""
     result = subprocess.run(
-        [python, "-X", "importtime", str(script), *args], cwd=buildout.dir,
+        [str(python), "-X", "importtime", str(script), *args], cwd=cwd,
         capture_output=True, text=True, timeout=timeout)
     modules, errors = set(), []
     for line in result.stderr.splitlines(keepends=True):

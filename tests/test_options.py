@@ -6,13 +6,12 @@ Every test drives a real bin/buildout; none starts a server.
 import configparser
 import json
 import os
-import subprocess
 import textwrap
 import zipfile
 
 import pytest
 
-from conftest import buildout_command, free_port, output
+from conftest import buildout_command, free_port, importtime, output
 
 
 
@@ -369,13 +368,11 @@ SERVER_CODE = {"ZConfig", "ZEO", "ZODB", "zdaemon", "cryptography"}
 def imported_by_rerun(buildout):
     """The modules a bin/buildout rerun of BUILDOUT imports."""
     script = buildout_command(buildout.dist_dir)
-    result = subprocess.run(
-        [str(script.parent / "python"), "-X", "importtime", str(script),
-         "-c", "buildout.cfg"], cwd=buildout.dir, capture_output=True,
-        text=True, timeout=300)
-    assert result.returncode == 0, output(result)
-    return {line.split("|")[-1].strip() for line in result.stderr.splitlines()
-            if line.startswith("import time:")}
+    result, errors, modules = importtime(
+        script.parent / "python", script, ["-c", "buildout.cfg"],
+        buildout.dir, 300)
+    assert result.returncode == 0, result.stdout + errors
+    return modules
 
 
 def test_rerun_loads_no_server_code(buildout):

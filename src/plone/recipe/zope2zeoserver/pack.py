@@ -7,10 +7,8 @@ reported in one line within a bound.
 
 import argparse
 import contextlib
-import io
 import logging
 import os
-import re
 import runpy
 import socket
 import sys
@@ -189,42 +187,6 @@ def main(address, defaults, args=None, tls=None):
         return 1
     print(f"packed storage {options.storage!r} at {describe(address)}, "
           f"keeping {options.days:g} day(s) of history")
-    return 0
-
-
-def repozo_main(args=None):
-    """bin/repozo: ZODB's repozo, with a mistake reported in one line.
-
-    repozo prints its whole manual before saying what was wrong with the
-    arguments, and its errors with the errno in brackets."""
-    from ZODB.scripts import repozo
-
-    if args is None:
-        args = sys.argv[1:]
-    prog = os.path.basename(sys.argv[0])
-    manual = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(manual):
-            options = repozo.parseargs(list(args))
-    except SystemExit as e:
-        if not e.code:  # -h: the manual went to stdout
-            return 0
-        lines = manual.getvalue().strip().splitlines()
-        complaint = lines[-1] if lines else "wrong arguments"
-        print(f"{prog}: {complaint} (see {prog} -h)", file=sys.stderr)
-        return e.code
-    if options.mode == repozo.BACKUP:
-        # The first backup of a part goes where -r says (1.x users wrote
-        # `bin/repozo -B -r var/backups ...` without making it first).
-        os.makedirs(options.repository, exist_ok=True)
-    try:
-        repozo.main(list(args))
-    except SystemExit as e:
-        if isinstance(e.code, str):  # repozo's sys.exit(str(error))
-            message = re.sub(r"^\[Errno \d+\] ", "", e.code)
-            print(f"{prog}: {message}", file=sys.stderr)
-            return 1
-        raise
     return 0
 
 

@@ -361,7 +361,7 @@ class Recipe:
         if self.settings.repozo:
             return ("plone.recipe.zope2zeoserver.pack", "run_script",
                     repr(self.settings.repozo))
-        return ("plone.recipe.zope2zeoserver.pack", "repozo_main", "")
+        return ("plone.recipe.zope2zeoserver.backup", "repozo_main", "")
 
     def extra_paths(self):
         paths = list(self.settings.extra_paths)
