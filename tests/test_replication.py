@@ -132,8 +132,12 @@ def test_secondary_follows_primary_through_crashes_and_promotion(
         assert values["zeo_replication_connected", "1"] == 1
         assert 0 <= values["zeo_replication_lag_seconds", "1"] < 1
         assert second.ctl("check").returncode == 0
+        # The primary counts the secondaries connected to it.
         assert (f"primary; secondaries connect to 127.0.0.1:{replication}"
-                in primary.ctl("stats").stdout)
+                "; 1 connected now" in primary.ctl("stats").stdout)
+        stats = primary.ctl("stats", "--json")
+        figures = json.loads(stats.stdout)["storages"]["1"]
+        assert figures["replication"] == {"secondaries": 1}
 
         # kill -9 the secondary while the primary commits: zdaemon
         # restarts it and it catches up, without a gap.

@@ -60,6 +60,9 @@ METRICS = (
     ("zeo_seconds_since_last_transaction", "gauge",
      "Seconds since the last committed transaction; absent for an empty "
      "storage.", "seconds_since_last_transaction"),
+    ("zeo_replication_secondaries", "gauge",
+     "ZRS secondaries connected to this primary; absent on other servers.",
+     "replication_secondaries"),
     ("zeo_replication_connected", "gauge",
      "1 while this ZRS secondary is connected to its primary, else 0; "
      "absent on other servers.", "replication_connected"),
@@ -103,13 +106,16 @@ def figures(status, now=None):
 
 
 def replication_figures(status):
-    """A ZRS secondary's replication state (zrscompat.Secondary, in its
-    `server_status`) as metric values; none on other servers."""
-    state = status.get("replication")
-    if not state:
-        return {}
-    return {"replication_connected": int(state["connected"]),
-            "replication_lag_seconds": state["lag"]}
+    """The replication state of a ZRS primary or secondary (zrscompat, in
+    its `server_status`) as metric values; none on other servers."""
+    state = status.get("replication") or {}
+    figures = {}
+    if "secondaries" in state:
+        figures["replication_secondaries"] = state["secondaries"]
+    if "connected" in state:
+        figures["replication_connected"] = int(state["connected"])
+        figures["replication_lag_seconds"] = state["lag"]
+    return figures
 
 
 def storage_block(name, status):

@@ -69,17 +69,23 @@ def role(opener):
 
 
 def role_text(found, state=None, now=None):
-    """One line for people: FOUND (`role`) and, on a secondary, the
-    replication STATE the server reports (`zrscompat.Secondary`)."""
+    """One line for people: FOUND (`role`) and the replication STATE the
+    server reports, if asked (`zrscompat`: a secondary's connection and
+    lag, a primary's count of secondaries)."""
+    state = state or {}
     if found["role"] == "fan-out":
         return f"fan-out (read-only) of the ZEO server at {found['upstream']}"
     if found["role"] == "primary":
-        return f"primary; secondaries connect to {found['replicate_to']}"
-    text = f"secondary (read-only) of the primary at {found['replicate_from']}"
-    if "replicate_to" in found:
-        text += f"; its secondaries connect to {found['replicate_to']}"
-    if state:
-        text += "; " + replication_text(state, now)
+        text = f"primary; secondaries connect to {found['replicate_to']}"
+    else:
+        text = ("secondary (read-only) of the primary at "
+                f"{found['replicate_from']}")
+        if "replicate_to" in found:
+            text += f"; its secondaries connect to {found['replicate_to']}"
+        if "connected" in state:
+            text += "; " + replication_text(state, now)
+    if "secondaries" in state:
+        text += f"; {state['secondaries']} connected now"
     return text
 
 

@@ -111,7 +111,8 @@ def json_text(where, statuses, roles, now=None):
 def figures(status, now, role=None):
     """`stats --json` of one storage: the monitor's figures; for a
     storage that is replicated or fans out (ROLE), its role and the
-    replication state the server reports (a secondary's, or null)."""
+    replication state the server reports (a primary's or a secondary's,
+    or null)."""
     values = monitor.figures(status, now)
     if role:
         values["role"] = role
@@ -160,7 +161,7 @@ def health(statuses, lock_warning, lock_critical=None, now=None):
                         + ("" if lock_critical is None
                            else f"{lock_critical:g}"))
         replicating = statuses[name].get("replication")
-        if replicating and not replicating["connected"]:
+        if replicating and replicating.get("connected") is False:
             # A ZRS secondary that does not receive the primary's commits.
             level = max(level, WARNING)
             problems.append(

@@ -68,13 +68,16 @@ def open_storage(config):
     """The storage of a <zrs> section (replication.ZRS), replicated."""
     patch()
     storage = config.base.open()
+    # One state for both roles of a secondary that has secondaries.
+    state = {}
     try:
         if config.replicate_to is not None:
-            storage = Primary(storage, config.replicate_to.address)
+            storage = Primary(storage, config.replicate_to.address, state)
         if config.replicate_from is not None:
-            storage = Secondary(storage, config.replicate_from.address,
-                                keep_alive_delay=config.keep_alive_delay,
-                                reconnect_delay=config.reconnect_delay)
+            storage = Secondary(
+                storage, config.replicate_from.address, state,
+                keep_alive_delay=config.keep_alive_delay,
+                reconnect_delay=config.reconnect_delay)
     except BaseException:
         storage.close()
         raise
@@ -82,11 +85,14 @@ def open_storage(config):
 
 
 class Primary(zc.zrs.primary.Primary):
-    """zc.zrs's primary, failing when it cannot listen."""
+    """zc.zrs's primary, failing when it cannot listen, and counting its
+    secondaries in `replication_state` (its STATE) for the statistics."""
 
-    def __init__(self, storage, address):
+    def __init__(self, storage, address, state):
         if isinstance(address, str):
             remove_stale_socket(address)
+        self.replication_state = state
+        state["secondaries"] = 0
         self.listening = concurrent.futures.Future()
         super().__init__(storage, address)
         try:
@@ -100,13 +106,31 @@ class Primary(zc.zrs.primary.Primary):
                 "change replicate-to")
 
     def cfr_listen(self):
-        # In zc.zrs's network thread.
+        # In zc.zrs's network thread, before any secondary can connect.
+        self._factory.protocol = PrimaryProtocol
+        self._factory.primary = self
         try:
             super().cfr_listen()
         except Exception as e:
             self.listening.set_exception(e)
         else:
             self.listening.set_result(None)
+
+
+class PrimaryProtocol(zc.zrs.primary.PrimaryProtocol):
+    """zc.zrs's replication server, one per secondary, counted."""
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.count()
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.count()
+
+    def count(self):
+        state = self.factory.primary.replication_state
+        state["secondaries"] = len(self.factory.instances)
 
 
 class SecondaryProtocol(zc.zrs.secondary.SecondaryProtocol):
@@ -140,12 +164,12 @@ class Secondary(zc.zrs.secondary.Secondary):
 
     factoryClass = SecondaryFactory
 
-    def __init__(self, storage, address, **kw):
+    def __init__(self, storage, address, state, **kw):
         # Fixed keys, values replaced in place: the server's thread may
         # be encoding it as JSON meanwhile.
-        self.replication_state = {
-            "primary": describe(address), "connected": False,
-            "since": time.time(), "replicated_at": None, "lag": None}
+        self.replication_state = state
+        state.update(primary=describe(address), connected=False,
+                     since=time.time(), replicated_at=None, lag=None)
         super().__init__(storage, address, **kw)
 
     def connected(self, connected):
