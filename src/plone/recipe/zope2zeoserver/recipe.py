@@ -49,7 +49,9 @@ class Recipe:
         self.options = options
         if any(options.get(option) for option in TLS_OPTIONS):
             # Reading TLS options checks certificates with cryptography.
-            activate(resolve(buildout, [PROJECT + "[tls]"]))
+            # Any installed release will do: newest would ask the index
+            # on every run.
+            activate(resolve(buildout, [PROJECT + "[tls]"], newest=False))
         self.settings = settings = read_settings(buildout, name, options)
         # Publish resolved paths: other parts (collective.recipe.backup)
         # read them to find the data this server really uses.
@@ -70,7 +72,8 @@ class Recipe:
         options', or those the zeo-conf file names."""
         if not self.settings.zeo_conf:
             return self.settings.file_storage, self.settings.blob_storage
-        activate(self.working_set)  # ZEO's schema reads the file
+        # ZEO's schema reads the file, on every run: installed eggs will do.
+        activate(self.resolve_eggs(newest=False))
         return self.read_zeo_conf(zeoconf.storage_locations, self.settings)
 
     def install(self):
