@@ -350,6 +350,24 @@ def test_rerun_follows_a_changed_pin(buildout):
         assert "zeotestpinned-1.0-" not in text, script
 
 
+def test_rerun_with_a_pin_that_cannot_be_met_changes_nothing(buildout):
+    """buildout deletes a part's files when its update fails: a pin of
+    a release that does not exist must stop buildout before that."""
+    wheel(buildout, "zeotestpinned", "1.0")
+    write_with_links(buildout, "eggs = zeotestpinned")
+    buildout.run()
+    before = {path: path.read_bytes() for path in (
+        buildout.path("bin", "zeo"), buildout.path("parts", "zeo", "etc",
+                                                    "zeo.conf"))}
+    write_with_links(buildout, "eggs = zeotestpinned",
+                     "[versions]\nzeotestpinned = 3.0\n")
+    result = buildout.run(check=False)
+    assert result.returncode != 0
+    assert "zeotestpinned" in output(result)
+    assert "Traceback" not in output(result)
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_rerun_looks_for_no_newer_release(buildout):
     """With newest, a rerun does not ask the index about every egg (with
     setuptools 65 that took 46 s): the scripts keep what is installed."""

@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -66,6 +67,10 @@ class Recipe:
         options["pid-file"] = settings.pid_file
         options["zeo-log"] = settings.zeo_log
         options["control-script"] = os.path.join(settings.bin_dir, name)
+        # Found here, not in update(): buildout deletes a part's files
+        # (leaving its server running) when update() fails, so an egg
+        # that cannot be found must stop buildout before anything changes.
+        self.changed_working_set = self.find_changed_working_set()
 
     def storage_locations(self):
         """(file storage, blob directory) the server will use: the
@@ -115,18 +120,10 @@ class Recipe:
         if self.settings.zeo_conf:
             self.read_zeo_conf(zeoconf.check, self.settings,
                                self.settings.zeo_conf_path)
-        # The eggs may not be: a [versions] pin, an egg added to the eggs
-        # directory or a newer release changes the working set, and
-        # buildout's signature of this part does not cover it (the recipe
-        # requires nothing).  Resolving again costs ~25 ms, so it waits
-        # until something it depends on changed.  Scripts are only
-        # rewritten where their text changes.
-        inputs = self.working_set_inputs()
-        if inputs is None or inputs != self.recorded_inputs():
-            # What is installed will do: newest would read the index page
-            # of every egg on every run (zc.buildout 4 with setuptools 65:
-            # 46 s); new releases come with the next install of the part.
-            self.write_scripts(self.resolve_eggs(newest=False))
+        # The eggs may not be (see find_changed_working_set).  Scripts
+        # are only rewritten where their text changes.
+        if self.changed_working_set is not None:
+            self.write_scripts(self.changed_working_set)
 
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned
@@ -264,11 +261,26 @@ class Recipe:
                     relative_paths=settings.relative_paths)
         return paths + [self.record_working_set(ws)]
 
+    def find_changed_working_set(self):
+        """The scripts' eggs found again if something that decides them
+        changed since they were written: a [versions] pin or an egg added
+        to the eggs directory changes them, and buildout's signature of
+        this part does not cover them (the recipe requires nothing).
+        None otherwise (resolving costs ~25 ms), and before the first
+        install, which resolves anyway.  What is installed will do:
+        newest would read the index page of every egg on every run (46 s
+        with zc.buildout 4 and setuptools 65); new releases come with the
+        next install of the part."""
+        recorded = self.recorded_inputs()
+        if recorded is None or recorded == self.working_set_inputs():
+            return None
+        return self.resolve_eggs(newest=False)
+
     def working_set_inputs(self):
         """A digest of what decides the working set, short of resolving
-        it (from what is installed).  Buildout develops develop eggs again
-        on every run, so their entries' times change and a buildout with
-        develop eggs always resolves."""
+        it.  Buildout develops develop eggs again on every run, so their
+        entries' times change and a buildout with develop eggs always
+        resolves."""
         options = self.buildout["buildout"]
         develop = options["develop-eggs-directory"]
         try:
@@ -276,13 +288,14 @@ class Recipe:
                        os.stat(develop).st_mtime_ns]
             changed += sorted((entry.name, entry.stat().st_mtime_ns)
                               for entry in os.scandir(develop))
-        except OSError:
-            return None
+        except OSError:  # resolving would fail and say why
+            changed = None
+        # Not `offline`: from what is installed, it finds the same.
         inputs = (sys.executable, self.settings.replicates,
                   self.settings.eggs, changed,
                   sorted(zc.buildout.easy_install.default_versions().items()),
                   *(options.get(name) for name in (
-                      "offline", "find-links", "index", "allow-hosts",
+                      "find-links", "index", "allow-hosts",
                       "allow-unknown-extras", "prefer-final")))
         return hashlib.sha1(repr(inputs).encode()).hexdigest()
 
@@ -430,8 +443,14 @@ def resolve(buildout, requirements, newest=True):
     eggs = options["eggs-directory"]
     develop = options["develop-eggs-directory"]
     if options.get("offline") == "true":
+        # Without a destination zc.buildout looks for X.egg directories
+        # in EGGS only, and misses those made from wheels (X.egg/ holding
+        # a .dist-info): each of those is a place to look, too.
+        made_from_wheels = {os.path.dirname(path) for path in glob.glob(
+            os.path.join(eggs, "*", "*.dist-info"))}
         ws = zc.buildout.easy_install.install(
-            requirements, None, path=[develop, eggs])
+            requirements, None,
+            path=[develop, eggs, *sorted(made_from_wheels)])
     else:
         ws = zc.buildout.easy_install.install(
             requirements, eggs, links=options["find-links"].split(),
