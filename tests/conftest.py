@@ -109,6 +109,21 @@ def eggs_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("eggs")
 
 
+def accepts(address):
+    """True if something accepts a connection on ADDRESS ((host, port) or
+    a unix socket path) right now; checked apart from the code under
+    test (ctl.can_connect)."""
+    family = socket.AF_UNIX if isinstance(address, str) else (
+        socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    with socket.socket(family) as s:
+        s.settimeout(1)
+        try:
+            s.connect(address)
+        except OSError:
+            return False
+    return True
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

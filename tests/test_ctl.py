@@ -9,21 +9,12 @@ import subprocess
 import time
 
 
-from conftest import (alive, commit, imports, output, processes_using,
-                      read, wait_for)
+from conftest import (accepts, alive, commit, imports, output,
+                      processes_using, read, wait_for)
 
 
 def address(buildout):
     return ("127.0.0.1", buildout.port)
-
-
-def accepts(addr):
-    """True if something accepts a TCP connection on ADDR right now."""
-    try:
-        socket.create_connection(addr, timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def status_pid(buildout):

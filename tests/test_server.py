@@ -17,7 +17,7 @@ import ZODB.blob
 import ZODB.FileStorage
 import ZODB.POSException
 
-from conftest import (alive, Buildout, client, commit, counter_egg,
+from conftest import (accepts, alive, Buildout, client, commit, counter_egg,
                       interpreter_for, needs_other_users, output,
                       processes_using, read, start, system_user,
                       use_interpreter, wait_for)
@@ -36,18 +36,6 @@ def status_pid(buildout):
     match = re.search(r"pid=(\d+)", result.stdout)
     assert result.returncode == 0 and match, output(result)
     return int(match.group(1))
-
-
-def accepts(address):
-    family = socket.AF_UNIX if isinstance(address, str) else (
-        socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
-    with socket.socket(family) as s:
-        s.settimeout(1)
-        try:
-            s.connect(address)
-        except OSError:
-            return False
-    return True
 
 
 def kill_processes_under(directory):

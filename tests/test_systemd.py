@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import commit, processes_using, read, wait_for
+from conftest import accepts, commit, processes_using, read, wait_for
 
 
 def unit(buildout, part="zeo"):
@@ -19,15 +19,6 @@ def unit(buildout, part="zeo"):
     parser.optionxform = str
     parser.read(buildout.path("parts", part, "etc", f"{part}.service"))
     return parser
-
-
-def accepts(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_systemd_unit(buildout):
@@ -62,7 +53,7 @@ def test_systemd_unit(buildout):
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        assert wait_for(lambda: accepts(buildout.port)
+        assert wait_for(lambda: accepts(("127.0.0.1", buildout.port))
                         or main.poll() is not None, 15)
         assert main.poll() is None
         assert processes_using(buildout.dir) == [main.pid]  # no fork

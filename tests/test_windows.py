@@ -13,7 +13,7 @@ import sys
 import textwrap
 import zipfile
 
-from conftest import commit, read, wait_for
+from conftest import accepts, commit, read, wait_for
 
 
 WINDOWS = textwrap.dedent("""\
@@ -40,15 +40,6 @@ def windows_ctl(buildout, tmp_path, dist_dir):
     return [sys.executable, str(script)], env
 
 
-def accepts(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def test_windows(buildout, tmp_path, dist_dir):
     buildout.install()
     command, env = windows_ctl(buildout, tmp_path, dist_dir)
@@ -69,7 +60,7 @@ def test_windows(buildout, tmp_path, dist_dir):
     fg = subprocess.Popen(command + ["fg"], env=env, start_new_session=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert wait_for(lambda: accepts(buildout.port)
+        assert wait_for(lambda: accepts(("127.0.0.1", buildout.port))
                         or fg.poll() is not None, 20)
         assert fg.poll() is None, fg.stdout.read()
         commit(("127.0.0.1", buildout.port), answer=42)
@@ -82,7 +73,7 @@ def test_windows(buildout, tmp_path, dist_dir):
         # exit ("Exception ignored in ...__del__"): noise, not a crash.
         assert out.count(b"Traceback") == out.count(b"Exception ignored in"), \
             out
-        assert not accepts(buildout.port)
+        assert not accepts(("127.0.0.1", buildout.port))
     finally:
         if fg.poll() is None:
             os.killpg(fg.pid, signal.SIGKILL)
