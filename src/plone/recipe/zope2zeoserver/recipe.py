@@ -78,7 +78,7 @@ class Recipe:
         if not self.settings.zeo_conf:
             return self.settings.file_storage, self.settings.blob_storage
         # ZEO's schema reads the file, on every run: installed eggs will do.
-        activate(self.resolve_eggs(newest=False))
+        activate(self.installed_working_set)
         return self.read_zeo_conf(zeoconf.storage_locations, self.settings)
 
     def install(self):
@@ -218,6 +218,12 @@ class Recipe:
     def working_set(self):
         return self.resolve_eggs()
 
+    @functools.cached_property
+    def installed_working_set(self):
+        """`working_set` from the eggs installed, never asking the index
+        for newer releases: for what every run reads and checks."""
+        return self.resolve_eggs(newest=False)
+
     def resolve_eggs(self, newest=True):
         """The distributions whose locations the generated scripts put on
         sys.path: the recipe's server extra and `eggs`.  A replicated
@@ -274,7 +280,7 @@ class Recipe:
         recorded = self.recorded_inputs()
         if recorded is None or recorded == self.working_set_inputs():
             return None
-        return self.resolve_eggs(newest=False)
+        return self.installed_working_set
 
     def working_set_inputs(self):
         """A digest of what decides the working set, short of resolving
