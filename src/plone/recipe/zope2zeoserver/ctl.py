@@ -32,7 +32,10 @@ USAGE = 2  # a command given wrong arguments
 # starts: a server with it whose manager does not answer lost its manager
 # (kill -9); one without it runs in the foreground under another manager.
 MANAGED_ENV = "ZOPE2ZEOSERVER_MANAGED"
-FOREGROUND_COMMANDS = ("", "start", "fg", "foreground")
+# Commands that start the server; under supervisord (SUPERVISOR_ENABLED)
+# each runs it in the foreground, as 1.x did.  console: zope2instance's
+# verb, which supervisord programs written for 1.x use.
+FOREGROUND_COMMANDS = ("", "start", "fg", "foreground", "console")
 WINDOWS = os.name == "nt"  # no zdaemon, no exec
 
 
@@ -441,6 +444,15 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def do_fg(self, arg):
         return self.do_foreground(arg)
 
+    def do_console(self, arg):
+        return self.do_foreground(arg)
+
+    def help_foreground(self):
+        print("foreground, fg, console -- run the server in the foreground "
+              "(it exits when the server does)")
+
+    help_fg = help_console = help_foreground
+
     # -- statistics ------------------------------------------------------
 
     def do_stats(self, arg):
@@ -747,7 +759,7 @@ def main(zeo_conf, buildout_dir, args=None, tls=None):
     if os.environ.get("SUPERVISOR_ENABLED") and command in FOREGROUND_COMMANDS:
         # supervisord manages the process itself: never fork.
         args = ["fg"]
-    elif WINDOWS and command not in ("fg", "foreground", "help"):
+    elif WINDOWS and command not in ("fg", "foreground", "console", "help"):
         fail("on Windows only 'fg' is available (zdaemon needs POSIX); run "
              "the server as a service with fg, see the README")
     options = Options()
