@@ -2,7 +2,9 @@ from setuptools import find_namespace_packages
 from setuptools import setup
 
 
-SERVER = ["ZODB >= 6", "ZEO >= 6", "ZConfig >= 4", "zdaemon >= 5"]
+# zodbupdate: bin/<part> convert-py3 converts Python 2 databases with it.
+SERVER = ["ZODB >= 6", "ZEO >= 6", "ZConfig >= 4", "zdaemon >= 5",
+          "zodbupdate >= 3"]
 TLS = ["cryptography >= 42"]
 ZRS = "zc.zrs == 3.1.0"
 
@@ -58,7 +60,7 @@ setup(
         # versions to ZODB 6 and is tested with them.
         "zrs": [ZRS],
         "test": ["pytest", "pytest-timeout", "pytest-xdist", "packaging",
-                 "zc.buildout",
+                 "zc.buildout", "supervisor",
                  *SERVER, *TLS, ZRS],
     },
     entry_points={
