@@ -16,12 +16,18 @@ Writes into OUTDIR:
   Other.fs, Other.fs.index second FileStorage, no blobs
   EXPECTED.txt             the content below, plus the transaction ids
 
-Content of Data.fs (str = Python 2 byte string; values as read back on
-Python 3 after `zodbupdate --convert-py3 --encoding utf8
---encoding-fallback latin1` in brackets):
+Content of Data.fs (str = Python 2 byte string; in brackets: the value
+as read back on Python 3 / ZODB 6.4 after `zodbupdate 3.0 --convert-py3
+--encoding utf8 --encoding-fallback latin1`; all text comes back as str
+unless marked bytes):
 
   root['title_utf8']   = 'Caf\\xc3\\xa9 K\\xc3\\xb6ln'  UTF-8 bytes  ['Café Köln']
-  root['title_latin1'] = 'Gr\\xfc\\xdfe'   Latin-1, not UTF-8   ['Grüße']
+  root['title_latin1'] = 'Gr\\xfc\\xdfe'   Latin-1, not UTF-8
+                         [bytes b'Gr\\xfc\\xdfe', NOT 'Grüße': the generic
+                         --encoding pass unpickles with errors='bytes';
+                         --encoding-fallback is only used by attribute
+                         decoders registered via the 'zodbupdate.decode'
+                         entry point, and none is registered for this]
   root['ascii']        = 'plain ascii'                       ['plain ascii']
   root['unicode']      = u'\\xdcbung \\u2713'                  ['Übung ✓']
   root['counter']      = 3   (1, 2, 3 in transactions 2, 3, 4)
@@ -39,6 +45,13 @@ Python 3 after `zodbupdate --convert-py3 --encoding utf8
                                   'n'     -> 42
   root['blob']   = ZODB.blob.Blob, content exactly
                    b'blob content written by Python 2\\n' * 10 (330 bytes)
+  root['document'] = zeotestapp.Document (an application's class, as
+                   Plone's content is), attributes:
+                   title = 'Gr\\xfc\\xdfe'  Latin-1 [bytes, unless the
+                           application's egg registers a 'zodbupdate.decode'
+                           rule for 'zeotestapp Document title': then
+                           'Grüße' through --encoding-fallback latin1]
+                   body  = 'K\\xc3\\xb6ln'  UTF-8 ['Köln']
 
 Transactions of Data.fs (tids from a fake clock, see FAKE_START):
   1. DB() creates the root                 user '' description 'initial database creation'
@@ -47,11 +60,21 @@ Transactions of Data.fs (tids from a fake clock, see FAKE_START):
                                            extension {'source': 'make_py2_data'}
   3. tree, itree, folder, counter=2        user '' description ''
   4. blob, counter=3                       user '' description 'Add blob'
+  5. document                              user '' description ''
 
 Content of Other.fs:
   root['name']    = 'second storage \\xc3\\xa9'  UTF-8 bytes ['second storage é']
   root['numbers'] = BTrees.IOBTree.IOBTree, 50 items i -> i * 10, i in 0..49
 Transactions: 1. root creation, 2. name + numbers (description 'Other').
+
+Py3 notes: both files start with b'FS21'; ZODB 6 raises
+FileStorageFormatError('Data.fs') on them (after logging an ERROR
+'loading index' traceback, because the Python 2 .index does not unpickle).
+zodbupdate --convert-py3 works in place: overwrites the magic with b'FS30',
+appends ONE new transaction with every non-blob object repickled (older
+records keep their Python 2 pickles), rewrites the .index on close.  The
+blob record/file is left alone and still loads.  Transaction user and
+description read back as bytes, the extension as {'source': 'make_py2_data'}.
 
 Nothing is packed.
 """
@@ -89,6 +112,23 @@ from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.utils import tid_repr  # noqa: E402
 
 BLOB_CONTENT = b'blob content written by Python 2\n' * 10
+
+
+def application_module():
+    """zeotestapp, an application's module (as Products.CMFPlone is):
+    the tests give Python 3 a module of that name, in an egg that
+    registers zodbupdate rules for its class."""
+    import types
+    from persistent import Persistent
+    module = types.ModuleType('zeotestapp')
+
+    class Document(Persistent):
+        pass
+
+    Document.__module__ = 'zeotestapp'
+    module.Document = Document
+    sys.modules['zeotestapp'] = module
+    return module
 
 
 def cleanup(out, name):
@@ -153,6 +193,13 @@ def make_data(out):
     root['blob'] = blob
     root['counter'] += 1
     t.note(u'Add blob')
+    tm.commit()
+
+    tm.begin()
+    document = application_module().Document()
+    document.title = 'Gr\xfc\xdfe'
+    document.body = 'K\xc3\xb6ln'
+    root['document'] = document
     tm.commit()
 
     conn.close()
