@@ -264,26 +264,33 @@ def test_supervisor_mode(buildout):
     buildout.install()
     addr = address(buildout)
     env = dict(os.environ, SUPERVISOR_ENABLED="1")
+    plain = {name: value for name, value in os.environ.items()
+             if name != "SUPERVISOR_ENABLED"}
 
-    # start (and no command at all) run the server in the foreground.
-    for args in (["start"], []):
-        server = popen(buildout, *args, env=env)
+    # Every command that would start the server (and no command at all)
+    # runs it in the foreground; console, zope2instance's verb that 1.x
+    # supervisord programs use, is an alias of fg without the variable too.
+    runs = [(env, [command]) for command in
+            ("start", "fg", "foreground", "console")]
+    runs += [(env, []), (plain, ["console"])]
+    for run_env, args in runs:
+        server = popen(buildout, *args, env=run_env)
         try:
             assert wait_for(
                 lambda: accepts(addr) or server.poll() is not None, 15)
-            assert server.poll() is None, read_until(server, b"\0", 1)
+            assert server.poll() is None, (args, read_until(server, b"\0", 1))
             commit(addr, mode="supervisor")
             # supervisord manages this very process: nothing forked off.
-            assert processes_using(buildout.dir) == [server.pid]
+            assert processes_using(buildout.dir) == [server.pid], args
             server.terminate()
-            assert server.wait(10) == 0
+            assert server.wait(10) == 0, args
             assert not accepts(addr)
             assert processes_using(buildout.dir) == []
         finally:
             finish(server)
 
     # Other commands act as usual.
-    result = buildout.ctl("start")  # without the variable: a daemon
+    result = buildout.ctl("start", env=plain)  # a daemon
     assert result.returncode == 0, output(result)
     pid = status_pid(buildout)
     result = buildout.ctl("status", env=env)
@@ -294,3 +301,7 @@ def test_supervisor_mode(buildout):
     assert result.returncode == 0, output(result)
     assert not alive(pid)
     assert buildout.ctl("status", env=env).returncode == 3
+
+    result = buildout.ctl("help")
+    assert result.returncode == 0, output(result)
+    assert re.search(r"\bconsole\b", result.stdout), result.stdout
