@@ -14,9 +14,9 @@ import zc.lockfile
 import ZEO.runzeo
 from ZODB.FileStorage.FileStorage import FileStorageFormatError
 
+from plone.recipe.zope2zeoserver import acceptor
 from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import replication
-from plone.recipe.zope2zeoserver import tlsserver
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 # Exit status for a configuration problem: zdaemon does not restart a
@@ -89,8 +89,9 @@ class Server(ZEO.runzeo.ZEOServer):
             refuse(str(e))
 
     def create_server(self):
-        # ZEO's server, but with handshakes that log a refused TLS client.
-        self.server = tlsserver.create_server(self.storages, self.options)
+        # ZEO's server, but naming a client too old to serve, and with
+        # TLS handshakes that log a refused client.
+        self.server = acceptor.create_server(self.storages, self.options)
         for name, storage in self.storages.items():
             # A ZRS secondary's state (zrscompat), for bin/<part> stats.
             state = getattr(storage, "replication_state", None)

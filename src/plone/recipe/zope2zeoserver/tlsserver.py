@@ -7,18 +7,18 @@ leaves no trace on the server and just times out on the client.  Here the
 listening socket is plain TCP and each connection's handshake is done
 with `loop.start_tls`, so its outcome is ours to log: a refusal at
 WARNING with the peer's address and the reason, then ZEO's own protocol
-takes over the TLS transport exactly as if asyncio had made it.
+takes over the TLS transport exactly as if asyncio had made it (our
+`acceptor.ServerProtocol`, so a client too old to serve is named too).
+`acceptor.create_server` uses this module's `Acceptor` for an <ssl>
+section.
 """
 
 import asyncio
 import logging
-import os
 import ssl
-import time
 
-import ZEO.asyncio.server
-import ZEO.runzeo
-import ZEO.StorageServer
+from plone.recipe.zope2zeoserver import acceptor
+from plone.recipe.zope2zeoserver.acceptor import peer_text
 
 
 logger = logging.getLogger("ZEO.tls")
@@ -28,38 +28,19 @@ logger = logging.getLogger("ZEO.tls")
 HANDSHAKE_TIMEOUT = 10
 
 
-def create_server(storages, options):
-    """ZEO's runzeo.create_server, with handshakes done by `Acceptor` when
-    zeo.conf has an <ssl> section."""
-    if options.ssl is None:
-        return ZEO.runzeo.create_server(storages, options)
-    # A certificate listed in authentication-database is trusted itself,
-    # whoever signed it: that is what "only these clients" means, and
-    # Python 3.13's default contexts do the same.
-    options.ssl.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    # The arguments of ZEO 6's runzeo.create_server, plus Acceptor.
-    return ZEO.StorageServer.StorageServer(
-        options.address,
-        storages,
-        read_only=options.read_only,
-        client_conflict_resolution=options.client_conflict_resolution,
-        msgpack=(options.msgpack if isinstance(options.msgpack, bool)
-                 else os.environ.get('ZEO_MSGPACK')),
-        invalidation_queue_size=options.invalidation_queue_size,
-        invalidation_age=options.invalidation_age,
-        transaction_timeout=options.transaction_timeout,
-        ssl=options.ssl,
-        Acceptor=Acceptor)
-
-
-class Acceptor(ZEO.asyncio.server.Acceptor):
-    """ZEO's acceptor listening on plain TCP; each connection starts with
+class Acceptor(acceptor.Acceptor):
+    """Our acceptor listening on plain TCP; each connection starts with
     a `Handshake` that upgrades it to TLS."""
 
     def __init__(self, storage_server, addr, ssl_context, msgpack):
+        # A certificate listed in authentication-database is trusted
+        # itself, whoever signed it: that is what "only these clients"
+        # means, and Python 3.13's default contexts do the same.
+        ssl_context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         self.tls_context = ssl_context
         self.handshakes = set()  # running tasks need a strong reference
-        self.refusals = Refusals()
+        self.refusals = acceptor.Warnings(
+            "refused TLS connection from {peer}: {reason}", logger)
         super().__init__(storage_server, addr, None, msgpack)
         self.ssl_context = ssl_context
 
@@ -139,34 +120,6 @@ class Handshake(asyncio.Protocol):
             getattr(self.zeo, method)(*args)
 
 
-class Refusals:
-    """Logs refused connections at WARNING without flooding the log: a
-    refused ZEO client retries several times a second, forever, so each
-    (host, reason) is reported at once and then at most once a minute,
-    with the number of refusals in between."""
-
-    interval = 60
-
-    def __init__(self):
-        self.seen = {}  # (host, reason) -> [time last logged, count since]
-
-    def report(self, peer, reason):
-        key = (peer.rpartition(":")[0], reason)
-        now = time.monotonic()
-        last = self.seen.get(key)
-        if last and now - last[0] < self.interval:
-            last[1] += 1
-            return
-        repeated = (f" ({last[1]} more from this host since the last "
-                    "report)" if last and last[1] else "")
-        if len(self.seen) > 1000:  # many hosts: forget the quiet ones
-            self.seen = {k: v for k, v in self.seen.items()
-                         if now - v[0] < self.interval}
-        self.seen[key] = [now, 0]
-        logger.warning("refused TLS connection from %s: %s%s", peer, reason,
-                       repeated)
-
-
 def refusal_reason(error):
     """What went wrong, in the words an administrator needs."""
     if isinstance(error, ssl.SSLCertVerificationError):
@@ -180,13 +133,6 @@ def refusal_reason(error):
                   "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
         return f"the client does not speak TLS ({reason})"
     return reason
-
-
-def peer_text(peer):
-    if isinstance(peer, tuple):
-        host, port = peer[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return "a unix socket client"
 
 
 def subject_text(cert):
