@@ -18,6 +18,7 @@ import zdaemon.zdoptions
 
 import ZEO
 
+from plone.recipe.zope2zeoserver import convert
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
@@ -63,6 +64,9 @@ class Options(zdaemon.zdctl.ZDCtlOptions):
 
 class Commands(zdaemon.zdctl.ZDCmd):
     """zdctl's commands with readiness, clear failures and exit codes."""
+
+    # Command names may have dashes (convert-py3), do_ methods cannot.
+    identchars = zdaemon.zdctl.ZDCmd.identchars + "-"
 
     # The client certificate stats and check present when the server
     # requires TLS: {"certificate", "key", "server_certificate"} paths.
@@ -185,6 +189,27 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def _start_cond(self, waited):
         return self.zd_pid and not self.zd_testing
 
+    def parseline(self, line):
+        command, arg, line = super().parseline(line)
+        return (command and command.replace("-", "_")), arg, line
+
+    @property
+    def part(self):
+        """The part's name, which is the control script's."""
+        return os.path.basename(sys.argv[0])
+
+    def file_storages(self):
+        return replication.file_storages(self.options.configroot.storages)
+
+    def refuse_python2_storage(self):
+        """1, after saying why, if a storage was written by Python 2: ZODB
+        would refuse it, and the reason would be lost in a traceback."""
+        for _, path, _ in self.file_storages():
+            if convert.written_by_python2(path):
+                print(convert.refusal(path, self.part), file=sys.stderr)
+                return 1
+        return 0
+
     # -- commands --------------------------------------------------------
 
     def do_start(self, arg):
@@ -192,6 +217,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
         if self.zd_pid:
             print(f"already running; pid={self.zd_pid}")
             return 0
+        if self.refuse_python2_storage():
+            return 1
         if not self.zd_up:
             pid, managed = self.server_process()
             if pid and not managed:
@@ -421,7 +448,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         return 0
 
     def do_help(self, arg):
-        topic = arg.strip()
+        topic = arg.strip().replace("-", "_")
         if topic and not hasattr(self, f"do_{topic}"):
             print(f"help: no command {topic!r}; commands: "
                   f"{', '.join(self.command_names())}", file=sys.stderr)
@@ -439,6 +466,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
             return 1
         if self.accepts_connections():
             return self.address_in_use()
+        if self.refuse_python2_storage():
+            return 1
         return run_program(self.options.program + self.options.args[1:])
 
     def do_fg(self, arg):
@@ -452,6 +481,28 @@ class Commands(zdaemon.zdctl.ZDCmd):
               "(it exits when the server does)")
 
     help_fg = help_console = help_foreground
+
+    def do_convert_py3(self, arg):
+        options, status = statistics_client().parse_command(
+            convert_parser(), arg)
+        if options is None:
+            return status
+        pid = self.running_pid()
+        if pid:
+            print(f"convert-py3: the server is running (pid={pid}); stop it "
+                  "first (bin/" + self.part + " stop, or with the process "
+                  "manager that runs it)", file=sys.stderr)
+            return 1
+        log_dir = os.path.dirname(self.options.logfile)
+        os.makedirs(log_dir, exist_ok=True)
+        return convert.convert_storages(
+            self.file_storages(), self.part, options.encoding,
+            [] if options.no_fallback else options.fallbacks or [
+                convert.DEFAULT_FALLBACK],
+            os.path.join(log_dir, f"{self.part}-convert-py3.log"))
+
+    def help_convert_py3(self):
+        convert_parser().print_help()
 
     # -- statistics ------------------------------------------------------
 
@@ -514,7 +565,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         return 2
 
     def command_names(self):
-        return sorted(name[3:] for name in dir(self)
+        return sorted(name[3:].replace("_", "-") for name in dir(self)
                       if name.startswith("do_") and name != "do_EOF")
 
     def do_EOF(self, arg):
@@ -528,6 +579,38 @@ def statistics_client():
     do not need and should not pay for (test_ctl checks)."""
     from plone.recipe.zope2zeoserver import stats
     return stats
+
+
+def convert_parser():
+    # The tools' argparse, which reports a mistake in one line.
+    parser = statistics_client().ArgumentParser(
+        prog=f"{os.path.basename(sys.argv[0])} convert-py3",
+        description="Convert the storages that Python 2 wrote (FileStorage "
+                    "header FS21) with zodbupdate --convert-py3, keeping "
+                    "each original as FILE.py2.  The server must be "
+                    "stopped.  Storages in Python 3 format are left alone.")
+    parser.add_argument(
+        "--encoding", default=convert.DEFAULT_ENCODING,
+        type=encoding_name, help="encoding of Python 2 strings "
+        "(default: %(default)s, what Plone and Zope stored)")
+    parser.add_argument(
+        "--encoding-fallback", dest="fallbacks", action="append",
+        type=encoding_name, metavar="ENCODING",
+        help="encoding tried where a rule of the application's eggs "
+        f"decodes a string that is not valid in --encoding (default: "
+        f"{convert.DEFAULT_FALLBACK}; give it more than once to try several)")
+    parser.add_argument(
+        "--no-fallback", action="store_true",
+        help="no fallback: such a string stops the conversion")
+    return parser
+
+
+def encoding_name(text):
+    import argparse
+    try:
+        return convert.check_encoding(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {text!r}")
 
 
 def file_size(path):
@@ -713,12 +796,8 @@ def server_paths(config):
     runner = config.runner
     paths = [runner.socket_name, runner.logfile, runner.transcript,
              config.zeo.pid_filename]
-    for opener in config.storages:
-        storage = replication.base_config(opener)
-        path = getattr(storage, "path", None)
-        if path:
-            paths += [path, path + ".index", path + ".lock", path + ".tmp"]
-        blob_dir = getattr(storage, "blob_dir", None)
+    for _, path, blob_dir in replication.file_storages(config.storages):
+        paths += [path, path + ".index", path + ".lock", path + ".tmp"]
         if blob_dir:
             paths.append(blob_dir)
     dirs = {os.path.dirname(p) for p in paths if p}

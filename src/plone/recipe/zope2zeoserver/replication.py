@@ -45,6 +45,19 @@ def base_config(opener):
     return config
 
 
+def file_storages(openers):
+    """(name, path, blob dir) of each file storage among OPENERS (the
+    storage sections of zeo.conf), inside <zrs> sections too."""
+    found = []
+    for opener in openers:
+        config = base_config(opener)
+        path = getattr(config, "path", None)
+        if path:
+            found.append((opener.name, path,
+                          getattr(config, "blob_dir", None)))
+    return found
+
+
 def role(opener):
     """What the storage of OPENER (a storage section of zeo.conf) does
     beyond serving a file: {"role": "primary" | "secondary" | "fan-out",

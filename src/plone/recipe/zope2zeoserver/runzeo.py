@@ -7,6 +7,7 @@ program; `bin/<part> fg`, systemd or supervisord may run it directly.
 """
 
 import functools
+import logging
 import os
 import sys
 
@@ -15,9 +16,12 @@ import ZEO.runzeo
 from ZODB.FileStorage.FileStorage import FileStorageFormatError
 
 from plone.recipe.zope2zeoserver import acceptor
+from plone.recipe.zope2zeoserver import convert
 from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
+
+logger = logging.getLogger("plone.recipe.zope2zeoserver")
 
 # Exit status for a configuration problem: zdaemon does not restart a
 # server that exits with it (exit-codes in zeo.conf's <runner>).
@@ -57,7 +61,10 @@ class Server(ZEO.runzeo.ZEOServer):
         file prevents that, but ZEO only finds out after it has claimed the
         address and rewritten the pid file.  Ask each lock first and refuse
         naming the file and the process holding it.  The lock file itself
-        is never removed: it is what keeps the second server out."""
+        is never removed: it is what keeps the second server out.
+        Before that, a file that Python 2 wrote is refused (see
+        `check_python2_files`)."""
+        self.check_python2_files()
         for opener in self.options.storages:
             config = replication.base_config(opener)  # inside <zrs> too
             path = getattr(config, "path", None)
@@ -68,6 +75,17 @@ class Server(ZEO.runzeo.ZEOServer):
                 zc.lockfile.LockFile(path + ".lock").close()
             except zc.lockfile.LockError:
                 refuse(locked_message(path))
+
+    def check_python2_files(self):
+        """ZODB would call a Data.fs that Python 2 wrote "not a FileStorage
+        file", and log a Python 2 index as a traceback: refuse the one
+        naming the way out, and set the other aside to be rebuilt."""
+        part = os.path.basename(os.path.dirname(os.path.dirname(
+            self.options.configfile)))
+        for _, path, _ in replication.file_storages(self.options.storages):
+            if convert.written_by_python2(path):
+                refuse(convert.refusal(path, part))
+            convert.set_aside_python2_index(path, logger.warning)
 
     def open_storages(self):
         """ZODB's reasons a storage cannot open, in one line each.  The

@@ -1,0 +1,384 @@
+"""Databases written on Python 2: recognised, refused, converted.
+
+ZODB on Python 3 refuses a FileStorage whose header is FS21 (Python 2's
+format).  Such a file is intact, and so is every backup of it: it needs
+converting, not restoring.  bin/buildout warns about it, the server
+refuses to start on it naming `bin/<part> convert-py3`, and that command
+converts it with zodbupdate --convert-py3 on the part's working set (so
+the rules of the application's eggs apply), keeping the original.
+
+The top of this module imports only the standard library: bin/buildout,
+the server and the control script all ask `written_by_python2`.
+ZODB is imported where a file is converted.
+"""
+
+import codecs
+import contextlib
+import io
+import os
+import pickletools
+import shutil
+import subprocess
+import sys
+import time
+
+PYTHON2_HEADER = b"FS21"
+PYTHON3_HEADER = b"FS30"
+# Beside Data.fs: the original, kept by convert-py3.
+ORIGINAL_SUFFIX = ".py2"
+# Beside Data.fs while it is converted: the copy zodbupdate works on.
+WORK_SUFFIX = ".converting"
+# Files FileStorage keeps beside a data file.
+COMPANIONS = (".index", ".lock", ".tmp")
+DEFAULT_ENCODING = "utf-8"
+DEFAULT_FALLBACK = "latin-1"
+# zodbupdate appends a new record of every object: the copy grows to at
+# most twice the file's size.
+SPACE_FACTOR = 2
+
+
+def header(path):
+    """The first four bytes of PATH, or None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4)
+    except OSError:
+        return None
+
+
+def written_by_python2(path):
+    return header(path) == PYTHON2_HEADER
+
+
+def command(part):
+    return f"bin/{part} convert-py3"
+
+
+def refusal(path, part):
+    """Why the server does not start on PATH, and the way out."""
+    return (f"{path} was written by Python 2 and must be converted before "
+            f"ZODB on Python 3 can serve it: run {command(part)} (it keeps "
+            f"the original as {path}{ORIGINAL_SUFFIX}); the file is not "
+            "damaged, do not restore a backup")
+
+
+def index_written_by_python2(path):
+    """True if the FileStorage index PATH was pickled by Python 2.
+
+    The index is two pickles: the file position, then the index data,
+    whose first item is an oid prefix; Python 2 pickles it as a string,
+    Python 3 as bytes.  Deciding from the first opcodes costs nothing,
+    where loading the index (what ZODB does, logging a traceback when it
+    fails) costs seconds for a large database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    stream = io.BytesIO(head)
+    try:
+        for _ in pickletools.genops(stream):  # the position
+            pass
+        for opcode, _, _ in pickletools.genops(stream):
+            if opcode.name != "PROTO":
+                return opcode.name in ("SHORT_BINSTRING", "BINSTRING",
+                                       "STRING")
+    except ValueError:  # not a pickle, or cut off inside an opcode
+        pass
+    return False
+
+
+def set_aside_python2_index(path, log):
+    """A Python 3 file beside a Python 2 index (copied, or converted in
+    place by hand): move the index aside, so ZODB rebuilds it from the
+    data instead of logging a traceback.  LOG(message) reports it."""
+    index = path + ".index"
+    if (header(path) == PYTHON3_HEADER
+            and index_written_by_python2(index)):
+        os.replace(index, index + ORIGINAL_SUFFIX)
+        log(f"{index} was written by Python 2; moved it to "
+            f"{index}{ORIGINAL_SUFFIX}: ZODB rebuilds the index from "
+            f"{path}, which takes a while for a large file")
+
+
+# -- bin/<part> convert-py3 ---------------------------------------------
+
+
+class ConversionError(Exception):
+    """A storage was not converted; the text says why."""
+
+
+def check_encoding(name):
+    """NAME if Python knows that codec, else ValueError."""
+    codecs.lookup(name)
+    return name
+
+
+def convert_storages(storages, part, encoding, fallbacks, log_path,
+                     out=print):
+    """Convert those of STORAGES ((name, path, blob dir) of zeo.conf's
+    file storages) that Python 2 wrote; report each to OUT.  Returns the
+    exit status: 0 when nothing is left to convert."""
+    started = time.monotonic()
+    todo = []
+    for name, path, blob_dir in storages:
+        found = header(path)
+        if found is None:
+            out(f"storage {name}: {path} does not exist yet; nothing to "
+                "convert")
+        elif found == PYTHON3_HEADER:
+            out(f"storage {name}: {path} is in Python 3 format already; "
+                "unchanged")
+        elif found != PYTHON2_HEADER:
+            out(f"storage {name}: {path} is not a FileStorage file (it "
+                f"starts with {found!r}); left alone")
+        else:
+            todo.append((name, path, blob_dir))
+    if not todo:
+        out("nothing to convert")
+        return 0
+    with contextlib.ExitStack() as locks:
+        for name, path, blob_dir in todo:
+            try:
+                check_can_convert(path)
+                locks.enter_context(locked(path))
+            except ConversionError as e:
+                out(f"convert-py3: storage {name} ({path}): {e}",
+                    file=sys.stderr)
+                return 1
+        return convert_all(todo, part, encoding, fallbacks, log_path, out,
+                           started)
+
+
+def convert_all(todo, part, encoding, fallbacks, log_path, out, started):
+    failed = 0
+    for name, path, blob_dir in todo:
+        out(f"storage {name}: converting {path} (written by Python 2) with "
+            f"zodbupdate --convert-py3, text as {encoding}, else "
+            f"{' or '.join(fallbacks) or 'kept as bytes'}")
+        try:
+            report = convert_storage(path, encoding, fallbacks, log_path)
+        except ConversionError as e:
+            out(f"convert-py3: storage {name} was not converted: {e}; "
+                f"{path} is as it was; zodbupdate's output is in {log_path}",
+                file=sys.stderr)
+            failed += 1
+            continue
+        out(f"  the original is kept as {path}{ORIGINAL_SUFFIX}")
+        out(f"  converted in {report['seconds']:.1f} s: {report['objects']}"
+            f" objects; {size_text(report['before'])} -> "
+            f"{size_text(report['after'])}; ZODB on Python 3 opens it and "
+            "fstest finds no error")
+        for warning in report["warnings"]:
+            out(f"  warning: {warning}")
+        if blob_dir:
+            out(f"  the blobs in {blob_dir} need no conversion")
+    if failed:
+        return 1
+    out(f"converted {len(todo)} storage(s) in "
+        f"{time.monotonic() - started:.1f} s; zodbupdate's output is in "
+        f"{log_path}")
+    out(f"next: bin/{part} start.  Clients must run ZEO 5 or newer (Plone "
+        "5.2 or newer on Python 3).  Old revisions keep their Python 2 "
+        f"records: once the site works, pack (bin/zeopack), and remove the "
+        f"{ORIGINAL_SUFFIX} copies when you no longer need them.")
+    return 0
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold PATH's FileStorage lock: no server opens the file meanwhile,
+    and one that has it open (an old Python 2 server, a server of
+    another buildout) is found."""
+    import zc.lockfile
+    try:
+        lock = zc.lockfile.LockFile(path + ".lock")
+    except zc.lockfile.LockError:
+        from plone.recipe.zope2zeoserver.runzeo import lock_holder
+        raise ConversionError(
+            f"the file is in use by {lock_holder(path + '.lock')}; stop "
+            "that server (an old Python 2 one too), then run convert-py3 "
+            "again")
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def check_can_convert(path):
+    """Refuse before anything is written: the original's name is taken,
+    or there is not enough room for the converted copy."""
+    original = path + ORIGINAL_SUFFIX
+    if os.path.lexists(original):
+        raise ConversionError(
+            f"{original} exists already (an earlier conversion?); move it "
+            "elsewhere, then run convert-py3 again")
+    needed = SPACE_FACTOR * os.path.getsize(path)
+    free = shutil.disk_usage(os.path.dirname(path)).free
+    if free < needed:
+        raise ConversionError(
+            f"converting needs {size_text(needed)} free beside it, there "
+            f"are {size_text(free)}; make room and run convert-py3 again")
+
+
+def convert_storage(path, encoding, fallbacks, log_path):
+    """Convert the Python 2 file PATH in a copy, check the copy, then put
+    it in PATH's place, keeping the original as PATH.py2.  Until the
+    last step PATH is untouched; on failure the copy is removed.
+    Returns what the report needs."""
+    started = time.monotonic()
+    work = path + WORK_SUFFIX
+    remove_with_companions(work)
+    try:
+        shutil.copyfile(path, work)
+        fsync(work)
+        run_zodbupdate(work, encoding, fallbacks, log_path)
+        objects = check_converted(work)
+    except ConversionError:
+        remove_with_companions(work)
+        raise
+    except OSError as e:
+        remove_with_companions(work)
+        raise ConversionError(f"{e.strerror or e}: {e.filename or work}")
+    before = os.path.getsize(path)
+    replace_original(path, work)
+    return {"seconds": time.monotonic() - started, "objects": objects,
+            "before": before, "after": os.path.getsize(path),
+            "warnings": zodbupdate_warnings(log_path)}
+
+
+def run_zodbupdate(path, encoding, fallbacks, log_path):
+    """zodbupdate --convert-py3 on PATH, in a process of its own (it
+    configures logging and exits) on this script's sys.path: the part's
+    working set, whose eggs may bring rules (entry points zodbupdate
+    and zodbupdate.decode).  Its output goes to LOG_PATH."""
+    args = [sys.executable, "-c",
+            "import sys; from zodbupdate.main import main; sys.exit(main())",
+            "--convert-py3", "--file", path, "--encoding", encoding]
+    if fallbacks:
+        args += ["--encoding-fallback", *fallbacks]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} zodbupdate "
+                  f"{' '.join(args[3:])}\n")
+        log.flush()
+        mark = log.tell()
+        result = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    if result.returncode:
+        raise ConversionError(
+            "zodbupdate failed: " + zodbupdate_reason(log_path, mark))
+
+
+def zodbupdate_reason(log_path, mark):
+    """The line of zodbupdate's output (after MARK) that says why it
+    stopped: its own "Stopped processing" line, else the last one."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        f.seek(mark)
+        lines = [line.strip() for line in f if line.strip()]
+    for line in lines:
+        if line.startswith("Stopped processing"):
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def zodbupdate_warnings(log_path):
+    """What zodbupdate's last run warned about, worth an operator's
+    attention: classes it could not import (their package's rules did
+    not apply) and strings decoded by a fallback encoding."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        run = f.read().rpartition("\n--- ")[2]
+    missing = sorted({line.split("Missing factory for ", 1)[1].strip()
+                      for line in run.splitlines()
+                      if "Missing factory for " in line})
+    warnings = []
+    if missing:
+        warnings.append(
+            f"{len(missing)} class(es) cannot be imported here ("
+            f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}"
+            "): their objects were converted with the generic rules only. "
+            "If the packages defining them bring zodbupdate rules (Plone's "
+            "do), add them to the part's eggs option, rerun bin/buildout, "
+            "put the .py2 original back and convert again")
+    fallbacks = sum("Encoding fallback to" in line
+                    for line in run.splitlines())
+    if fallbacks:
+        warnings.append(f"{fallbacks} string(s) were not valid in the "
+                        "main encoding and were decoded with the fallback")
+    return warnings
+
+
+def check_converted(path):
+    """Fail unless ZODB on Python 3 opens PATH, reads its root, and
+    fstest finds its transactions sound.  Returns its number of
+    objects."""
+    import ZODB
+    import ZODB.blob
+    from ZODB.FileStorage import FileStorage
+    from ZODB.scripts import fstest
+    if header(path) != PYTHON3_HEADER:
+        raise ConversionError(f"the converted copy still starts with "
+                              f"{header(path)!r}")
+    try:
+        fstest.check(path)
+    except fstest.FormatError as e:
+        raise ConversionError(f"fstest finds the converted copy damaged: {e}")
+    try:
+        storage = FileStorage(path, read_only=True)
+        db = ZODB.DB(storage)
+        try:
+            connection = db.open()
+            for value in connection.root().values():
+                # Blobs stay where they are: not opened with the copy.
+                if not isinstance(value, ZODB.blob.Blob):
+                    getattr(value, "_p_activate", lambda: None)()
+            connection.close()
+            return len(storage)
+        finally:
+            db.close()
+    except Exception as e:  # what ZODB raises on a bad record varies
+        raise ConversionError(f"ZODB cannot read the converted copy: "
+                              f"{type(e).__name__}: {e}")
+
+
+def replace_original(path, work):
+    """Put the converted WORK in PATH's place.  PATH's bytes stay as
+    PATH.py2 (a second name of the same file, so no copy): at every
+    moment PATH is either the original or the converted file, and a
+    server never finds it missing."""
+    original = path + ORIGINAL_SUFFIX
+    try:
+        os.link(path, original)
+    except OSError:  # a file system without hard links
+        shutil.copy2(path, original)
+        fsync(original)
+    index = path + ".index"
+    if os.path.exists(index):
+        os.replace(index, original + ".index")
+    os.replace(work, path)
+    if os.path.exists(work + ".index"):
+        os.replace(work + ".index", index)
+    remove_with_companions(work)
+    fsync(os.path.dirname(path))
+
+
+def remove_with_companions(path):
+    for name in (path, *(path + suffix for suffix in COMPANIONS)):
+        if os.path.lexists(name):
+            os.remove(name)
+
+
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def size_text(size):
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else \
+                f"{size:.1f} {unit}"
+        size /= 1024
