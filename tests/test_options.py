@@ -93,6 +93,17 @@ BAD_INPUT = [
     ("pid-file = afile/zeo.pid", "pid-file", "afile/zeo.pid", "cannot"),
     ("socket-name = afile/zeo.zdsock", "socket-name", "afile/zeo.zdsock",
      "cannot"),
+    # A file where the part makes a directory: the server would never
+    # start (socket-name = var looped on "Unlinking stale socket").
+    ("socket-name = var", "socket-name", "/var'", "(for var = '"),
+    ("zeo-log = var/filestorage", "zeo-log", "var/filestorage'",
+     "(for file-storage = '"),
+    ("blob-storage = var/blobstorage\npid-file = var/blobstorage", "pid-file", "var/blobstorage'",
+     "(for blob-storage = '"),
+    ("zeo-log = parts/zeo/var", "zeo-log", "parts/zeo/var'",
+     "(for location = '"),
+    ("zeo-address = var/log", "zeo-address", "var/log'",
+     "(for zeo-log = '"),
     # Text that goes into zeo.conf as it is: ZEO's schema rejects it.
     ("""zeo-conf-additional =
             <filestorage 2>
@@ -144,6 +155,65 @@ def test_bad_input_fails_with_one_clear_line(buildout, options, option, value,
     assert reason in line, line
     # Nothing was installed.
     assert not buildout.path("bin", "zeo").exists()
+
+
+# Paths that os.access calls writable for root, where mkdir then fails.
+NOT_MAKEABLE = [
+    ("var = /proc/zeotest", "var", "/proc/zeotest"),
+    ("file-storage = /proc/zeotest/Data.fs", "file-storage",
+     "/proc/zeotest/Data.fs"),
+    ("blob-storage = /proc/zeotest/blobs", "blob-storage",
+     "/proc/zeotest/blobs"),
+    ("zeo-log = /proc/zeotest/zeo.log", "zeo-log", "/proc/zeotest/zeo.log"),
+    ("pid-file = /proc/zeotest/zeo.pid", "pid-file", "/proc/zeotest/zeo.pid"),
+    ("zeo-address = /proc/zeotest/zeo.sock", "zeo-address",
+     "/proc/zeotest/zeo.sock"),
+]
+
+
+@pytest.mark.skipif(not os.access("/proc", os.W_OK | os.X_OK),
+                    reason="/proc is not writable for this user: the "
+                    "permission check catches these paths first")
+@pytest.mark.parametrize("options, option, path", NOT_MAKEABLE,
+                         ids=[case[1] for case in NOT_MAKEABLE])
+def test_directory_that_cannot_be_made(buildout, options, option, path):
+    buildout.write(options)
+    result = buildout.run(check=False)
+    out = output(result)
+    assert result.returncode != 0, out
+    assert "Traceback" not in out
+    [line] = [line for line in out.splitlines() if "[zeo]" in line]
+    assert line == (
+        f"Error: [zeo] {option} = {path!r}: cannot create directory "
+        "/proc/zeotest: No such file or directory; fix the permissions or "
+        "choose another path"), out
+    assert not buildout.path("bin", "zeo").exists()
+
+
+def test_pack_user_and_password_without_authentication(buildout):
+    """1.x's zeopack sent them only to a server that asked: harmless then,
+    and in production buildouts since.  ZEO 6 has no passwords."""
+    result = buildout.install("""
+        pack-user = admin
+        pack-password = s3cret
+        """)
+    out = output(result)
+    assert "s3cret" not in out
+    [line] = [line for line in out.splitlines() if "pack-user" in line]
+    assert line == (
+        "plone.recipe.zope2zeoserver: [zeo] pack-user = 'admin' and "
+        "pack-password = '***' are ignored: the server has no "
+        "authentication (ZEO 6 has none by password; for authentication by "
+        "TLS client certificates, which bin/zeopack gets too, set "
+        "tls-generate = true); remove them"), out
+    assert "s3cret" not in buildout.path("bin", "zeopack").read_text()
+    assert "s3cret" not in buildout.zeo_conf()
+
+    result = buildout.install("pack-password = s3cret")
+    [line] = [line for line in output(result).splitlines()
+              if "pack-password" in line]
+    assert "[zeo] pack-password = '***' is ignored: " in line
+    assert line.endswith("; remove it")
 
 
 def test_error_does_not_leave_old_installation_half_updated(buildout):
@@ -415,6 +485,25 @@ def test_rerun_recreates_missing_data_directories(buildout):
         assert buildout.path("var", directory).is_dir(), directory
     assert oct(buildout.path("var", "blobstorage").stat().st_mode & 0o777) \
         == oct(0o700)
+
+
+def test_part_var_directory_for_zeo_client_caches(buildout):
+    """Zope instances of 1.x deployments keep their ZEO client cache in
+    parts/<zeo part>/var (zope.conf: var $ZEOINSTANCE/var)."""
+    buildout.install()
+    part_var = buildout.path("parts", "zeo", "var")
+    assert part_var.is_dir()
+    assert list(part_var.iterdir()) == []
+    # A rerun keeps what the clients put there, and makes it again.
+    cache = part_var / "zeo1-1.zec"
+    cache.write_bytes(b"ZEC4 cache")
+    result = buildout.run()
+    assert "Updating zeo." in result.stdout
+    assert cache.read_bytes() == b"ZEC4 cache"
+    cache.unlink()
+    part_var.rmdir()
+    buildout.run()
+    assert part_var.is_dir()
 
 
 def test_removing_the_part_keeps_the_data(buildout):

@@ -1,17 +1,20 @@
 """bin/zeopack and bin/repozo against real servers."""
 
+import configparser
 import re
+import textwrap
 import time
 
+import pytest
 import transaction
 import ZODB.blob
 
-from conftest import client, commit, imports, output, read, start
+from conftest import (client, commit, free_port, imports, output, read,
+                      start)
 
 
 def address(buildout):
     return ("127.0.0.1", buildout.port)
-
 
 
 
@@ -158,3 +161,74 @@ def test_pack_removes_old_blobs(buildout, tmp_path):
         finally:
             conn.close()
             transaction.abort()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_tools_follow_the_zeo_conf_file(buildout, kind):
+    """With zeo-conf, the user's file decides the address and storages:
+    bin/zeopack packs them, not the options' defaults (8100, '1')."""
+    if kind == "tcp":
+        port = free_port()
+        while port == buildout.port:
+            port = free_port()
+        addr, spelled = ("127.0.0.1", port), f"127.0.0.1:{port}"
+    else:
+        addr = spelled = str(buildout.path("var", "run", "zeo.sock"))
+    d = buildout.dir
+    buildout.path("my-zeo.conf").write_text(textwrap.dedent(f"""\
+        <zeo>
+          address {spelled}
+          pid-filename {d}/var/run/zeo.pid
+        </zeo>
+        <filestorage main>
+          path {d}/var/db/Main.fs
+        </filestorage>
+        <filestorage other>
+          path {d}/var/db/Other.fs
+          blob-dir {d}/var/db/other-blobs
+        </filestorage>
+        """))
+    buildout.install("zeo-conf = my-zeo.conf")
+    # The part made the file's directories, not the options' defaults.
+    assert buildout.path("var", "db").is_dir()
+    assert buildout.path("var", "run").is_dir()
+    assert buildout.path("var", "db", "other-blobs").is_dir()
+    assert not buildout.path("var", "filestorage").exists()
+    parser = configparser.RawConfigParser()
+    parser.read(buildout.path(".installed.cfg"))
+    assert parser["zeo"]["file-storage"] == f"{d}/var/db/Main.fs"
+    assert parser["zeo"]["pid-file"] == f"{d}/var/run/zeo.pid"
+
+    start(buildout)
+    with client(addr, storage="main") as db:
+        for i in range(30):
+            with db.transaction() as conn:
+                conn.root()["doc"] = f"{i:06d}" + "garbage " * 500
+    with client(addr, storage="other") as db:
+        with db.transaction() as conn:
+            conn.root()["answer"] = 42
+    main_fs = buildout.path("var", "db", "Main.fs")
+    size = main_fs.stat().st_size
+
+    result = buildout.script("zeopack", "-d", "0", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert result.stdout.strip() == (
+        f"packed storage 'main' at {spelled}, keeping 0 day(s) of history")
+    assert main_fs.stat().st_size < size / 5
+    # -S picks another storage of the file.
+    result = buildout.script("zeopack", "-d", "0", "-S", "other", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert f"packed storage 'other' at {spelled}" in result.stdout
+    with client(addr, storage="other") as db:
+        with db.transaction() as conn:
+            assert conn.root()["answer"] == 42
+
+    # The control script reads the same file.
+    result = buildout.ctl("stats", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert result.stdout.startswith(f"ZEO server at {spelled}\n")
+    assert "Storage: main\n" in result.stdout
+    assert "Storage: other\n" in result.stdout
+    assert buildout.ctl("status").returncode == 0
+    # The server wrote nothing into the part's directory for client caches.
+    assert list(buildout.path("parts", "zeo", "var").iterdir()) == []

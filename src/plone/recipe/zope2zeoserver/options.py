@@ -22,6 +22,8 @@ except ImportError:  # Windows
 
 import zc.buildout
 
+from plone.recipe.zope2zeoserver.zeoconf import Storage
+
 # tls.py is imported where TLS options are used: it loads cryptography,
 # ~100 ms that every bin/buildout run would otherwise pay.
 
@@ -114,6 +116,16 @@ DEFAULTS = {
 }
 
 
+def user_error(part, option, value, why):
+    """The one-line error for option OPTION = VALUE of part PART."""
+    return zc.buildout.UserError(f"[{part}] {option} = {value!r}: {why}")
+
+
+def inside(path, directory):
+    """True if PATH is DIRECTORY or lies inside it."""
+    return path == directory or path.startswith(directory + os.sep)
+
+
 @dataclasses.dataclass(frozen=True)
 class Address:
     """Where the server listens: a TCP host and port, or a unix socket."""
@@ -125,6 +137,15 @@ class Address:
     @property
     def is_unix(self):
         return self.path is not None
+
+    @classmethod
+    def of(cls, address):
+        """The Address of ADDRESS as ZConfig reads zeo.conf's: a path, or
+        (host, port) where host '' is every interface."""
+        if isinstance(address, str):
+            return cls(path=address)
+        host, port = address
+        return cls(host=host or "0.0.0.0", port=port)
 
     def __str__(self):
         if self.is_unix:
@@ -222,6 +243,9 @@ class Settings:
     keep_alive_delay: int    # seconds between a secondary's keep-alives
     upstream: Address        # fan-out: serve this ZEO server's storage
     upstream_cache_size: str  # the fan-out's client cache size, e.g. 200MB
+    # zeo-conf: what the file makes the server use (zeoconf.ServerConf);
+    # the fields above that it decides are taken from it.
+    server_conf: object = None
 
     @property
     def replicates(self):
@@ -251,18 +275,45 @@ class Settings:
         return os.path.join(os.path.dirname(self.zeo_log),
                             f"{self.part}-transcript.log")
 
-    def writable_dirs(self):
-        """Directories the server writes to, created at buildout time."""
+    @property
+    def storages(self):
+        """The storages the server serves (`Storage`), the first being
+        bin/zeopack's default."""
+        if self.server_conf:
+            return self.server_conf.storages
         # A fan-out serves its upstream's storage: no file of its own.
-        data = () if self.upstream else (self.file_storage,)
-        dirs = [os.path.dirname(p) for p in (
-            *data, self.zeo_log, self.pid_file, self.socket_name)]
-        if self.blob_storage:
-            dirs.append(self.blob_storage)
-        for address in self.addresses().values():
-            if address.is_unix:
-                dirs.append(os.path.dirname(address.path))
-        return list(dict.fromkeys(dirs))
+        path = None if self.upstream else self.file_storage
+        return (Storage(self.storage_number, path, self.blob_storage),)
+
+    def places(self):
+        """(option, path, is_directory) of each place the server writes:
+        its files (data, log, pid file, sockets) and blob directories."""
+        places = [("file-storage", s.path, False)
+                  for s in self.storages if s.path]
+        places += [("blob-storage", s.blob_dir, True)
+                   for s in self.storages if s.blob_dir]
+        places += [("zeo-log", self.zeo_log, False),
+                   ("pid-file", self.pid_file, False),
+                   ("socket-name", self.socket_name, False)]
+        places += [(option, address.path, False) for option, address
+                   in self.addresses().items() if address.is_unix]
+        return places
+
+    def directories(self):
+        """(option, path, directory) of each directory the part makes,
+        with the option whose PATH made it: the part's own, then var when
+        anything is made inside it, then the server's."""
+        made = [("location", self.part_dir, os.path.join(self.part_dir, sub))
+                for sub in ("etc", "bin", "var")]
+        made.append(("bin-directory", self.bin_dir, self.bin_dir))
+        server = [(option, path, path if is_dir else os.path.dirname(path))
+                  for option, path, is_dir in self.places()]
+        if any(inside(directory, self.var) for _, _, directory in server):
+            made.append(("var", self.var, self.var))
+        unique = {}
+        for option, path, directory in made + server:
+            unique.setdefault(directory, (option, path, directory))
+        return list(unique.values())
 
     def addresses(self):
         """option name -> Address, for every address the server listens on."""
@@ -284,8 +335,7 @@ class Reader:
         self.buildout_options = buildout["buildout"]
 
     def fail(self, option, value, why):
-        raise zc.buildout.UserError(
-            f"[{self.name}] {option} = {value!r}: {why}")
+        raise user_error(self.name, option, value, why)
 
     var = None  # set once the var option is read; path defaults use it
 
@@ -511,7 +561,6 @@ class Reader:
                 "the server does not speak TLS: add ssl-certificate, ssl-key "
                 "and authentication-database (or tls-generate = true), or "
                 "remove this option"))
-        self.check_pack_password(pack_certificate)
         if not certificate:
             return None
         if self.address().is_unix:
@@ -540,26 +589,6 @@ class Reader:
             return tls.pair(directory, name)
         return cert, key
 
-    def check_pack_password(self, pack_certificate):
-        """pack-user/pack-password: ZEO 6 cannot check a password, and
-        silently ignoring them would pretend otherwise."""
-        for option in ("pack-user", "pack-password"):
-            if self.text(option) is None:
-                continue
-            value = "***" if option == "pack-password" else self.text(option)
-            if pack_certificate:
-                logger.warning(
-                    "[%s] %s = %r is not used: bin/zeopack authenticates "
-                    "with its client certificate %s; remove the option",
-                    self.name, option, value, pack_certificate)
-                continue
-            self.fail(option, value, (
-                "ZEO 6 has no password authentication; bin/zeopack proves "
-                "who it is with a TLS client certificate: set tls-generate "
-                "= true (or ssl-certificate, ssl-key, authentication-database"
-                " and pack-ssl-certificate, pack-ssl-key) and remove "
-                "pack-user and pack-password"))
-
     def tls_clients(self):
         """Names of the client certificates tls-generate makes: bin/zeopack's
         and those of tls-clients."""
@@ -584,14 +613,15 @@ class Reader:
                            self.name, key, hint)
 
 
-def read_settings(buildout, name, options):
-    """Parse and check every option of part NAME into a `Settings`."""
+def read_settings(buildout, name, options, read_zeo_conf):
+    """Parse and check every option of part NAME into a `Settings`.
+    READ_ZEO_CONF(settings) returns the `zeoconf.ServerConf` of a part
+    with zeo-conf: the file decides what the server uses."""
     r = Reader(buildout, name, options)
     r.warn_unknown()
     for option, why in NOT_AVAILABLE.items():
         if option in options:
-            value = "***" if option == "pack-password" else options[option]
-            r.fail(option, value,
+            r.fail(option, shown_value(r, option),
                    f"not available in this release: {why}. Remove the option.")
 
     var = r.var = r.path("var")
@@ -659,11 +689,71 @@ def read_settings(buildout, name, options):
         upstream=r.server_address("upstream-address"),
         upstream_cache_size=r.log_size("upstream-cache-size"),
     )
+    if settings.zeo_conf:
+        settings = following(settings, read_zeo_conf(settings))
+    check_pack_password(r, settings)
     check_paths(r, settings)
     check_tls(r, settings)
     check_systemd_unit(r, settings)
     check_scale_out(r, settings)
     return settings
+
+
+def following(settings, conf):
+    """SETTINGS with what the zeo-conf file, read into CONF, decides: the
+    address, storages, pid file, control socket and log the server and
+    the generated tools use, and the options publish."""
+    file_storage = next((s for s in conf.storages if s.path), Storage(None))
+    return dataclasses.replace(
+        settings, server_conf=conf, address=Address.of(conf.address),
+        storage_number=conf.storages[0].name,
+        file_storage=file_storage.path, blob_storage=file_storage.blob_dir,
+        pid_file=conf.pid_file or settings.pid_file,
+        socket_name=conf.socket_name or settings.socket_name,
+        zeo_log=conf.logfile or settings.zeo_log)
+
+
+def authenticates(settings):
+    """True if the server accepts only clients with a certificate."""
+    return settings.tls is not None or bool(
+        settings.server_conf and settings.server_conf.ssl)
+
+
+def check_pack_password(reader, settings):
+    """pack-user/pack-password: 1.x's zeopack sent them only to a server
+    that asked, and ZEO 6 cannot check a password at all."""
+    given = [option for option in ("pack-user", "pack-password")
+             if reader.text(option) is not None]
+    if not given:
+        return
+    pack_certificate = settings.tls and settings.tls.pack_certificate
+    if authenticates(settings) and not pack_certificate:
+        option = given[0]
+        reader.fail(option, shown_value(reader, option), (
+            "ZEO 6 has no password authentication; bin/zeopack proves "
+            "who it is with a TLS client certificate: set tls-generate "
+            "= true (or ssl-certificate, ssl-key, authentication-database"
+            " and pack-ssl-certificate, pack-ssl-key) and remove "
+            "pack-user and pack-password"))
+    if pack_certificate:
+        why = ("not used: bin/zeopack authenticates with its client "
+               f"certificate {pack_certificate}")
+    else:
+        why = ("ignored: the server has no authentication (ZEO 6 has none "
+               "by password; for authentication by TLS client "
+               "certificates, which bin/zeopack gets too, set tls-generate "
+               "= true)")
+    many = len(given) > 1
+    logger.warning(
+        "[%s] %s %s %s; remove %s", settings.part,
+        " and ".join(f"{option} = {shown_value(reader, option)!r}"
+                     for option in given),
+        "are" if many else "is", why, "them" if many else "it")
+
+
+def shown_value(reader, option):
+    """The value of OPTION as messages show it: not a password."""
+    return "***" if option == "pack-password" else reader.text(option)
 
 
 def zope2_default(source, zope2_location, script):
@@ -677,26 +767,25 @@ def zope2_default(source, zope2_location, script):
 
 
 def check_paths(reader, settings):
-    """Fail now, not at start time, on places the server cannot write."""
-    for option, path in (("file-storage", settings.file_storage),
-                         ("zeo-log", settings.zeo_log),
-                         ("pid-file", settings.pid_file),
-                         ("socket-name", settings.socket_name)):
+    """Fail now, not at start time, on places the server cannot write,
+    and on a file to be where the part makes a directory."""
+    made = settings.directories()
+    places = [("var", settings.var, True), *settings.places()]
+    for option, path, is_directory in places:
+        if is_directory:
+            if os.path.exists(path) and not os.path.isdir(path):
+                reader.fail(option, path, "is not a directory")
+            continue
         if os.path.isdir(path):
             reader.fail(option, path, "is a directory; give a file name")
-    for option, path in (("var", settings.var),
-                         ("blob-storage", settings.blob_storage)):
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            reader.fail(option, path, "is not a directory")
-    for option, path in (("var", settings.var),
-                         ("file-storage", settings.file_storage),
-                         ("blob-storage", settings.blob_storage),
-                         ("zeo-log", settings.zeo_log),
-                         ("pid-file", settings.pid_file),
-                         ("socket-name", settings.socket_name),
-                         *((option, address.path) for option, address
-                           in settings.addresses().items())):
-        if path and not writable_location(path):
+        for other, other_path, directory in made:
+            if inside(directory, path):
+                reader.fail(option, path, (
+                    f"this part makes the directory {directory} there (for "
+                    f"{other} = {other_path!r}); give {option} a file name "
+                    "of its own"))
+    for option, path, _ in places:
+        if not writable_location(path):
             reader.fail(option, path, "cannot be created or written by this "
                         "user; fix the permissions or choose another path")
     for option, address in settings.addresses().items():
@@ -725,8 +814,7 @@ def check_tls(reader, settings):
     """TLS rules that need the whole settings, then (unless tls-generate
     makes them at install time) the files themselves."""
     if settings.tls is None:
-        if (settings.zeo_conf and settings.zeopack is None
-                and zeoconf_has_ssl(settings.zeo_conf)):
+        if settings.zeopack is None and authenticates(settings):
             logger.warning(
                 "[%s] zeo-conf = %r configures TLS, which bin/zeopack cannot "
                 "use: set zeopack = (empty), or use the options "
@@ -756,16 +844,10 @@ def check_tls_files(part, tls_settings):
             warnings = check()
         except tls.Problem as e:
             option, path = files[e.which]
-            raise zc.buildout.UserError(f"[{part}] {option} = {path!r}: {e}")
+            raise user_error(part, option, path, e)
         for which, why in warnings:
             option, path = files[which]
             logger.warning("[%s] %s = %r: %s", part, option, path, why)
-
-
-def zeoconf_has_ssl(path):
-    with open(path, encoding="utf-8") as f:
-        return re.search(r"^\s*<ssl\b", f.read(),
-                         re.IGNORECASE | re.MULTILINE) is not None
 
 
 def check_scale_out(reader, settings):

@@ -21,6 +21,7 @@ from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
 from plone.recipe.zope2zeoserver.options import Address
 from plone.recipe.zope2zeoserver.options import check_tls_files
 from plone.recipe.zope2zeoserver.options import read_settings
+from plone.recipe.zope2zeoserver.options import user_error
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
@@ -53,16 +54,16 @@ class Recipe:
             # Any installed release will do: newest would ask the index
             # on every run.
             activate(resolve(buildout, [PROJECT + "[tls]"], newest=False))
-        self.settings = settings = read_settings(buildout, name, options)
+        self.settings = settings = read_settings(buildout, name, options,
+                                                 self.server_conf)
         # Publish resolved paths: other parts (collective.recipe.backup)
         # read them to find the data this server really uses.
         options["location"] = settings.part_dir
         options["var"] = settings.var
-        file_storage, blob_storage = self.storage_locations()
-        if file_storage:
-            options["file-storage"] = file_storage
-        if blob_storage:
-            options["blob-storage"] = blob_storage
+        if settings.file_storage:
+            options["file-storage"] = settings.file_storage
+        if settings.blob_storage:
+            options["blob-storage"] = settings.blob_storage
         options["socket-name"] = settings.socket_name
         options["pid-file"] = settings.pid_file
         options["zeo-log"] = settings.zeo_log
@@ -72,14 +73,12 @@ class Recipe:
         # that cannot be found must stop buildout before anything changes.
         self.changed_working_set = self.find_changed_working_set()
 
-    def storage_locations(self):
-        """(file storage, blob directory) the server will use: the
-        options', or those the zeo-conf file names."""
-        if not self.settings.zeo_conf:
-            return self.settings.file_storage, self.settings.blob_storage
-        # ZEO's schema reads the file, on every run: installed eggs will do.
+    def server_conf(self, settings):
+        """What the zeo-conf file makes the server use, read once per run
+        (with ZEO's schema: the installed eggs will do)."""
+        self.settings = settings  # the part's eggs, for the next line
         activate(self.installed_working_set)
-        return self.read_zeo_conf(zeoconf.storage_locations, self.settings)
+        return self.read_zeo_conf(zeoconf.server_conf, settings)
 
     def install(self):
         settings = self.settings
@@ -89,7 +88,10 @@ class Recipe:
         conf_path = settings.zeo_conf_path
         with open(conf_path, "w", encoding="utf-8") as f:
             f.write(zeoconf.zeo_conf_text(settings))
-        self.read_zeo_conf(zeoconf.check, settings, conf_path)
+        if settings.server_conf:
+            self.check_directories()
+        else:
+            self.read_zeo_conf(zeoconf.check, settings, conf_path)
         self.check_neighbours()
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts()
@@ -117,9 +119,8 @@ class Recipe:
         # and a zeo-conf file may have been edited since.
         make_directories(self.settings)
         self.make_tls()
-        if self.settings.zeo_conf:
-            self.read_zeo_conf(zeoconf.check, self.settings,
-                               self.settings.zeo_conf_path)
+        if self.settings.server_conf:  # read by __init__, on every run
+            self.check_directories()
         # The eggs may not be (see find_changed_working_set).  Scripts
         # are only rewritten where their text changes.
         if self.changed_working_set is not None:
@@ -138,9 +139,21 @@ class Recipe:
             # format naming an unknown record field, or the ssl module's
             # refusal of a zeo-conf's <ssl> files.
             reason = f"{type(e).__name__}: {e}"
+        raise self.zeo_conf_error(reason)
+
+    def check_directories(self):
+        """ZEO's check, left out of reading the zeo-conf file, that the
+        directories of the file's paths exist; the part made its own."""
+        path = zeoconf.missing_directory(self.settings.server_conf)
+        if path:
+            raise self.zeo_conf_error(
+                f"the directory named as part of the path {path} does not "
+                "exist")
+
+    def zeo_conf_error(self, reason):
         # One line: ZConfig puts the file position on a line of its own.
         reason = " ".join(reason.split())
-        raise zc.buildout.UserError(
+        return zc.buildout.UserError(
             f"[{self.name}] ZEO refuses the zeo.conf of this part "
             f"({self.settings.zeo_conf_path}): {reason}; "
             f"check {self.culprit_options()}")
@@ -159,13 +172,12 @@ class Recipe:
                                 settings.tls.server_names,
                                 settings.tls.clients, owner=self.tls_owner())
         except tls.Problem as e:
-            raise zc.buildout.UserError(
-                f"[{self.name}] tls-directory = {directory!r}: {e}")
+            raise user_error(self.name, "tls-directory", directory, e)
         except OSError as e:
-            raise zc.buildout.UserError(
-                f"[{self.name}] tls-directory = {directory!r}: cannot write "
-                f"there: {e.strerror or e}; fix the permissions or choose "
-                "another tls-directory")
+            raise user_error(
+                self.name, "tls-directory", directory,
+                f"cannot write there: {e.strerror or e}; fix the permissions "
+                "or choose another tls-directory")
         if made:
             address = settings.address
             if address.host in WILDCARD_HOSTS:
@@ -200,9 +212,9 @@ class Recipe:
             for option in ("file-storage", "socket-name", "pid-file"):
                 value = self.options.get(option)
                 if value and value == other.get(option):
-                    raise zc.buildout.UserError(
-                        f"[{self.name}] {option} = {value!r}: part [{part}] "
-                        f"uses the same file; give each part its own {option}")
+                    raise user_error(
+                        self.name, option, value, f"part [{part}] uses the "
+                        f"same file; give each part its own {option}")
 
     def culprit_options(self):
         """The options whose text goes into zeo.conf unchecked by us."""
@@ -330,22 +342,24 @@ class Recipe:
         return None
 
     def zeopack_entry(self):
+        """bin/zeopack packs the first storage of the server's zeo.conf
+        at its address (the options', or the zeo-conf file's)."""
         settings = self.settings
         address = settings.address
+        storage = settings.storages[0]
         if settings.zeopack:
             if address.is_unix:
                 where = ["-U", address.path]
             else:
                 where = ["-h", address.host, "-p", str(address.port)]
-            defaults = where + ["-S", settings.storage_number,
+            defaults = where + ["-S", storage.name,
                                 "-d", f"{settings.pack_days:g}"]
-            if settings.blob_storage:
-                defaults += ["-B", settings.blob_storage]
+            if storage.blob_dir:
+                defaults += ["-B", storage.blob_dir]
             return ("plone.recipe.zope2zeoserver.pack", "run_script",
                     f"{settings.zeopack!r}, {defaults!r}")
         target = self.address_expression(address)
-        defaults = {"storage": settings.storage_number,
-                    "days": settings.pack_days}
+        defaults = {"storage": storage.name, "days": settings.pack_days}
         return ("plone.recipe.zope2zeoserver.pack", "main",
                 f"{target}, {defaults!r}" + self.client_tls_argument())
 
@@ -484,15 +498,26 @@ def activate(ws):
 
 
 def make_directories(settings):
-    """Create what the server writes to.  Existing ones are left alone:
-    the recipe never removes or empties anything under var/."""
-    for path in (os.path.join(settings.part_dir, "etc"),
-                 os.path.join(settings.part_dir, "bin"),
-                 settings.bin_dir, *settings.writable_dirs()):
-        os.makedirs(path, exist_ok=True)
-    if settings.blob_storage:
-        # ZODB warns about blob directories others can read.
-        os.chmod(settings.blob_storage, 0o700)
+    """Create what the server writes to, and parts/<part>/var for the
+    ZEO client caches of Zope instances (1.x made it).  Existing ones are
+    left alone: the recipe never removes or empties anything there."""
+    def do(option, path, what, action):
+        try:
+            action()
+        except OSError as e:  # e.g. NFS's root_squash, or under /proc
+            raise user_error(
+                settings.part, option, path,
+                f"cannot {what} {e.filename or path}: {e.strerror or e}; "
+                "fix the permissions or choose another path")
+
+    for option, path, directory in settings.directories():
+        do(option, path, "create directory",
+           lambda: os.makedirs(directory, exist_ok=True))
+    for option, path, is_directory in settings.places():
+        if is_directory:
+            # ZODB warns about blob directories others can read.
+            do(option, path, "chmod 700",
+               lambda: os.chmod(path, 0o700))
 
 
 def start_again(name, control_script):

@@ -1,6 +1,7 @@
 """zeo.conf: settings in, text out, checked against ZEO's own schema."""
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -38,6 +39,8 @@ def conf_path(settings, path):
 
 def zeo_conf_text(settings):
     """The complete zeo.conf for SETTINGS."""
+    if settings.server_conf:  # the zeo-conf file, read already
+        return settings.server_conf.text
     if settings.zeo_conf:
         return included_conf_text(settings)
     return template("zeo.conf.in").substitute(
@@ -220,28 +223,78 @@ def check(settings, path):
     return config
 
 
-def storage_locations(settings):
-    """(file storage path, blob directory) of the first file storage of
-    the zeo-conf file.
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    """A storage the server serves: its name, and its FileStorage file and
+    blob directory where it has them."""
 
-    The paths need not exist yet (nothing has been created at this point),
-    so directory checks are relaxed for this reading only.
+    name: str
+    path: str = None
+    blob_dir: str = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConf:
+    """What a zeo.conf makes the server use, as ZConfig reads it."""
+
+    text: str           # the zeo.conf of the part
+    address: object     # (host, port) or a unix socket path
+    storages: tuple     # Storage, in the file's order
+    pid_file: str       # or None
+    socket_name: str    # the runner's (zdaemon's) control socket
+    logfile: str        # the runner's log (logtail), or None
+    ssl: bool           # the server requires TLS client certificates
+    dirpaths: tuple     # paths whose directory ZEO wants to exist
+
+
+def server_conf(settings):
+    """The `ServerConf` of the zeo.conf written for SETTINGS (that is, of
+    the zeo-conf file), read once per buildout run.
+
+    Nothing has been created yet, so ZEO's check that the directory of a
+    path exists is left out of this reading: `missing_directory` makes it
+    once the part has made its directories.
     """
     import ZConfig.datatypes
     import ZConfig.loader
+
+    from plone.recipe.zope2zeoserver.replication import base_config
+
+    dirpaths = []
+
+    def existing_dirpath(value):
+        dirpaths.append(os.path.expanduser(value))
+        return dirpaths[-1]
+
     stock = ZConfig.datatypes.stock_datatypes.copy()
-    stock["existing-dirpath"] = os.path.expanduser
+    stock["existing-dirpath"] = existing_dirpath
     loader = ZConfig.loader.SchemaLoader(ZConfig.datatypes.Registry(stock))
     schema = loader.loadURL(schema_path())
+    text = zeo_conf_text(settings)
     with buildout_env(settings):
         config, _ = ZConfig.loadConfigFile(
-            schema, io.StringIO(zeo_conf_text(settings)),
-            url=settings.zeo_conf)
-    for storage in config.storages:
-        path = getattr(storage.config, "path", None)
-        if path:
-            return path, getattr(storage.config, "blob_dir", None)
-    return None, None
+            schema, io.StringIO(text), url=settings.zeo_conf)
+    storages = []
+    for opener in config.storages:
+        base = base_config(opener)
+        storages.append(Storage(opener.name, getattr(base, "path", None),
+                                getattr(base, "blob_dir", None)))
+    return ServerConf(
+        text=text, address=config.zeo.address.address,
+        storages=tuple(storages), pid_file=config.zeo.pid_filename,
+        socket_name=config.runner.socket_name,
+        logfile=config.runner.logfile, ssl=config.zeo.ssl is not None,
+        dirpaths=tuple(dirpaths))
+
+
+def missing_directory(conf):
+    """The first path of CONF (a `ServerConf`) whose directory does not
+    exist, or None: ZEO would refuse to start on it."""
+    for path in conf.dirpaths:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            return path
+    return None
 
 
 @contextlib.contextmanager
