@@ -454,3 +454,20 @@ def test_two_parts_must_not_share_data_or_socket(buildout):
     assert other.runner.program == [f"{d}/parts/other/bin/runzeo"]
     assert [s.name for s in other.storages] == ["2"]
     assert buildout.path("bin", "other").is_file()
+
+
+def test_zeo_conf_relative_paths_are_the_servers(buildout):
+    """The server runs in the part's directory (the runner's), so that is
+    where a zeo-conf's relative paths are; bin/zeopack goes there too."""
+    buildout.path("my-zeo.conf").write_text(f"""\
+<zeo>
+  address run/zeo.sock
+</zeo>
+<filestorage 1>
+  path {buildout.dir}/var/filestorage/Data.fs
+</filestorage>
+""")
+    buildout.install("zeo-conf = my-zeo.conf")
+    socket = buildout.path("parts", "zeo", "run", "zeo.sock")
+    assert socket.parent.is_dir()
+    assert repr(str(socket)) in buildout.path("bin", "zeopack").read_text()

@@ -274,17 +274,29 @@ def server_conf(settings):
     with buildout_env(settings):
         config, _ = ZConfig.loadConfigFile(
             schema, io.StringIO(text), url=settings.zeo_conf)
+
+    def absolute(path):
+        # The server runs in the runner's directory (the part's, with the
+        # runner section we add).
+        if not path or not config.runner.directory:
+            return path
+        return os.path.join(config.runner.directory, path)
+
     storages = []
     for opener in config.storages:
         base = base_config(opener)
-        storages.append(Storage(opener.name, getattr(base, "path", None),
-                                getattr(base, "blob_dir", None)))
+        storages.append(Storage(
+            opener.name, absolute(getattr(base, "path", None)),
+            absolute(getattr(base, "blob_dir", None))))
+    address = config.zeo.address.address
     return ServerConf(
-        text=text, address=config.zeo.address.address,
-        storages=tuple(storages), pid_file=config.zeo.pid_filename,
-        socket_name=config.runner.socket_name,
-        logfile=config.runner.logfile, ssl=config.zeo.ssl is not None,
-        dirpaths=tuple(dirpaths))
+        text=text,
+        address=absolute(address) if isinstance(address, str) else address,
+        storages=tuple(storages), pid_file=absolute(config.zeo.pid_filename),
+        socket_name=absolute(config.runner.socket_name),
+        logfile=absolute(config.runner.logfile),
+        ssl=config.zeo.ssl is not None,
+        dirpaths=tuple(map(absolute, dirpaths)))
 
 
 def missing_directory(conf):
