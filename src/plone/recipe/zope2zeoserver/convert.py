@@ -1,31 +1,26 @@
-"""Databases written on Python 2: recognised, refused, converted.
+"""bin/<part> convert-py3: the part's storages that Python 2 wrote,
+converted with zodbupdate --convert-py3, safely.
 
-ZODB on Python 3 refuses a FileStorage whose header is FS21 (Python 2's
-format).  Such a file is intact, and so is every backup of it: it needs
-converting, not restoring.  bin/buildout warns about it, the server
-refuses to start on it naming `bin/<part> convert-py3`, and that command
-converts it with zodbupdate --convert-py3 on the part's working set (so
-the rules of the application's eggs apply), keeping the original.
-
-The top of this module imports only the standard library: bin/buildout,
-the server and the control script all ask `written_by_python2`.
-ZODB is imported where a file is converted.
+zodbupdate works on a copy, with the part's sys.path (so the rules of the
+application's eggs apply); the copy is checked with ZODB and fstest
+before it takes the file's place, and the original stays beside it.
+Until then the file is untouched.  ZODB is imported where a copy is
+checked.
 """
 
 import codecs
 import contextlib
-import io
 import os
-import pickletools
 import shutil
 import subprocess
 import sys
 import time
 
-PYTHON2_HEADER = b"FS21"
-PYTHON3_HEADER = b"FS30"
-# Beside Data.fs: the original, kept by convert-py3.
-ORIGINAL_SUFFIX = ".py2"
+from plone.recipe.zope2zeoserver.python2 import ORIGINAL_SUFFIX
+from plone.recipe.zope2zeoserver.python2 import PYTHON2_HEADER
+from plone.recipe.zope2zeoserver.python2 import PYTHON3_HEADER
+from plone.recipe.zope2zeoserver.python2 import header
+
 # Beside Data.fs while it is converted: the copy zodbupdate works on.
 WORK_SUFFIX = ".converting"
 # Files FileStorage keeps beside a data file.
@@ -37,80 +32,52 @@ DEFAULT_FALLBACK = "latin-1"
 SPACE_FACTOR = 2
 
 
-def header(path):
-    """The first four bytes of PATH, or None if it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4)
-    except OSError:
-        return None
-
-
-def written_by_python2(path):
-    return header(path) == PYTHON2_HEADER
-
-
-def command(part):
-    return f"bin/{part} convert-py3"
-
-
-def refusal(path, part):
-    """Why the server does not start on PATH, and the way out."""
-    return (f"{path} was written by Python 2 and must be converted before "
-            f"ZODB on Python 3 can serve it: run {command(part)} (it keeps "
-            f"the original as {path}{ORIGINAL_SUFFIX}); the file is not "
-            "damaged, do not restore a backup")
-
-
-def index_written_by_python2(path):
-    """True if the FileStorage index PATH was pickled by Python 2.
-
-    The index is two pickles: the file position, then the index data,
-    whose first item is an oid prefix; Python 2 pickles it as a string,
-    Python 3 as bytes.  Deciding from the first opcodes costs nothing,
-    where loading the index (what ZODB does, logging a traceback when it
-    fails) costs seconds for a large database."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return False
-    stream = io.BytesIO(head)
-    try:
-        for _ in pickletools.genops(stream):  # the position
-            pass
-        for opcode, _, _ in pickletools.genops(stream):
-            if opcode.name != "PROTO":
-                return opcode.name in ("SHORT_BINSTRING", "BINSTRING",
-                                       "STRING")
-    except ValueError:  # not a pickle, or cut off inside an opcode
-        pass
-    return False
-
-
-def set_aside_python2_index(path, log):
-    """A Python 3 file beside a Python 2 index (copied, or converted in
-    place by hand): move the index aside, so ZODB rebuilds it from the
-    data instead of logging a traceback.  LOG(message) reports it."""
-    index = path + ".index"
-    if (header(path) == PYTHON3_HEADER
-            and index_written_by_python2(index)):
-        os.replace(index, index + ORIGINAL_SUFFIX)
-        log(f"{index} was written by Python 2; moved it to "
-            f"{index}{ORIGINAL_SUFFIX}: ZODB rebuilds the index from "
-            f"{path}, which takes a while for a large file")
-
-
-# -- bin/<part> convert-py3 ---------------------------------------------
-
-
 class ConversionError(Exception):
     """A storage was not converted; the text says why."""
 
 
-def check_encoding(name):
-    """NAME if Python knows that codec, else ValueError."""
-    codecs.lookup(name)
+def parser():
+    from plone.recipe.zope2zeoserver.pack import ArgumentParser
+    parser = ArgumentParser(
+        prog=f"{os.path.basename(sys.argv[0])} convert-py3",
+        description="Convert the storages that Python 2 wrote (FileStorage "
+                    "header FS21) with zodbupdate --convert-py3, keeping "
+                    "each original as FILE.py2.  The server must be "
+                    "stopped.  Storages in Python 3 format are left alone.")
+    parser.add_argument(
+        "--encoding", default=DEFAULT_ENCODING, type=encoding,
+        help="encoding of Python 2 strings (default: %(default)s, what "
+             "Plone and Zope stored)")
+    parser.add_argument(
+        "--encoding-fallback", dest="fallbacks", action="append",
+        type=encoding, metavar="ENCODING",
+        help="encoding tried where a rule of the application's eggs "
+             "decodes a string that is not valid in --encoding (default: "
+             f"{DEFAULT_FALLBACK}; give it more than once to try several)")
+    parser.add_argument(
+        "--no-fallback", action="store_const", const=[], dest="fallbacks",
+        help="no fallback: such a string stops the conversion")
+    parser.set_defaults(fallbacks=None)
+    return parser
+
+
+def parse_arguments(arg):
+    """(options, None), or (None, exit status) after a usage error or
+    help; options.fallbacks is the list of fallback encodings."""
+    from plone.recipe.zope2zeoserver.stats import parse_command
+    options, status = parse_command(parser(), arg)
+    if options is not None and options.fallbacks is None:
+        options.fallbacks = [DEFAULT_FALLBACK]
+    return options, status
+
+
+def encoding(name):
+    """NAME if Python knows that codec (an argparse type)."""
+    import argparse
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {name!r}")
     return name
 
 

@@ -18,7 +18,7 @@ import zdaemon.zdoptions
 
 import ZEO
 
-from plone.recipe.zope2zeoserver import convert
+from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
@@ -205,8 +205,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
         """1, after saying why, if a storage was written by Python 2: ZODB
         would refuse it, and the reason would be lost in a traceback."""
         for _, path, _ in self.file_storages():
-            if convert.written_by_python2(path):
-                print(convert.refusal(path, self.part), file=sys.stderr)
+            if python2.wrote(path):
+                print(python2.refusal(path, self.part), file=sys.stderr)
                 return 1
         return 0
 
@@ -467,7 +467,9 @@ class Commands(zdaemon.zdctl.ZDCmd):
         if self.accepts_connections():
             return self.address_in_use()
         if self.refuse_python2_storage():
-            return 1
+            # The server's status for a storage it cannot open, which
+            # process managers are told not to restart on (systemd unit).
+            return 2
         return run_program(self.options.program + self.options.args[1:])
 
     def do_fg(self, arg):
@@ -483,26 +485,28 @@ class Commands(zdaemon.zdctl.ZDCmd):
     help_fg = help_console = help_foreground
 
     def do_convert_py3(self, arg):
-        options, status = statistics_client().parse_command(
-            convert_parser(), arg)
+        # Imported here: it brings subprocess and shutil, which the
+        # everyday commands do not need.
+        from plone.recipe.zope2zeoserver import convert
+        options, status = convert.parse_arguments(arg)
         if options is None:
             return status
         pid = self.running_pid()
         if pid:
             print(f"convert-py3: the server is running (pid={pid}); stop it "
-                  "first (bin/" + self.part + " stop, or with the process "
+                  f"first (bin/{self.part} stop, or with the process "
                   "manager that runs it)", file=sys.stderr)
             return 1
         log_dir = os.path.dirname(self.options.logfile)
         os.makedirs(log_dir, exist_ok=True)
         return convert.convert_storages(
             self.file_storages(), self.part, options.encoding,
-            [] if options.no_fallback else options.fallbacks or [
-                convert.DEFAULT_FALLBACK],
+            options.fallbacks,
             os.path.join(log_dir, f"{self.part}-convert-py3.log"))
 
     def help_convert_py3(self):
-        convert_parser().print_help()
+        from plone.recipe.zope2zeoserver import convert
+        convert.parser().print_help()
 
     # -- statistics ------------------------------------------------------
 
@@ -564,6 +568,11 @@ class Commands(zdaemon.zdctl.ZDCmd):
               f"{', '.join(self.command_names())}", file=sys.stderr)
         return 2
 
+    def print_topics(self, header, cmds, cmdlen, maxcol):
+        """help's lists, with commands spelled as they are typed."""
+        super().print_topics(header, [name.replace("_", "-")
+                                      for name in cmds or []], cmdlen, maxcol)
+
     def command_names(self):
         return sorted(name[3:].replace("_", "-") for name in dir(self)
                       if name.startswith("do_") and name != "do_EOF")
@@ -579,38 +588,6 @@ def statistics_client():
     do not need and should not pay for (test_ctl checks)."""
     from plone.recipe.zope2zeoserver import stats
     return stats
-
-
-def convert_parser():
-    # The tools' argparse, which reports a mistake in one line.
-    parser = statistics_client().ArgumentParser(
-        prog=f"{os.path.basename(sys.argv[0])} convert-py3",
-        description="Convert the storages that Python 2 wrote (FileStorage "
-                    "header FS21) with zodbupdate --convert-py3, keeping "
-                    "each original as FILE.py2.  The server must be "
-                    "stopped.  Storages in Python 3 format are left alone.")
-    parser.add_argument(
-        "--encoding", default=convert.DEFAULT_ENCODING,
-        type=encoding_name, help="encoding of Python 2 strings "
-        "(default: %(default)s, what Plone and Zope stored)")
-    parser.add_argument(
-        "--encoding-fallback", dest="fallbacks", action="append",
-        type=encoding_name, metavar="ENCODING",
-        help="encoding tried where a rule of the application's eggs "
-        f"decodes a string that is not valid in --encoding (default: "
-        f"{convert.DEFAULT_FALLBACK}; give it more than once to try several)")
-    parser.add_argument(
-        "--no-fallback", action="store_true",
-        help="no fallback: such a string stops the conversion")
-    return parser
-
-
-def encoding_name(text):
-    import argparse
-    try:
-        return convert.check_encoding(text)
-    except LookupError:
-        raise argparse.ArgumentTypeError(f"unknown encoding {text!r}")
 
 
 def file_size(path):

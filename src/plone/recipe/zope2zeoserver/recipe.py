@@ -14,6 +14,8 @@ import zc.buildout
 import zc.buildout.easy_install
 from zc.buildout.buildout import bool_option
 
+from plone.recipe.zope2zeoserver import python2
+from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver import zeoconf
 from plone.recipe.zope2zeoserver.options import TLS_OPTIONS
@@ -90,8 +92,13 @@ class Recipe:
             f.write(zeoconf.zeo_conf_text(settings))
         if settings.server_conf:
             self.check_directories()
+            paths = [storage.path for storage in settings.storages]
         else:
-            self.read_zeo_conf(zeoconf.check, settings, conf_path)
+            config = self.read_zeo_conf(zeoconf.check, settings, conf_path)
+            # With zeo-conf-additional's storages.
+            paths = [path for _, path, _ in
+                     replication.file_storages(config.storages)]
+        self.warn_python2_storages(paths)
         self.check_neighbours()
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts()
@@ -121,10 +128,25 @@ class Recipe:
         self.make_tls()
         if self.settings.server_conf:  # read by __init__, on every run
             self.check_directories()
+        # Without reading zeo.conf: zeo-conf-additional's storages were
+        # named by install, and the server refuses them anyway.
+        self.warn_python2_storages(
+            storage.path for storage in self.settings.storages)
         # The eggs may not be (see find_changed_working_set).  Scripts
         # are only rewritten where their text changes.
         if self.changed_working_set is not None:
             self.write_scripts(self.changed_working_set)
+
+    def warn_python2_storages(self, paths):
+        """A Data.fs that Python 2 wrote is refused by the server until it
+        is converted: say so now, with the way out (see python2.py)."""
+        for path in paths:
+            if path and python2.wrote(path):
+                logger.warning(
+                    "[%s] %s was written by Python 2: the server refuses it "
+                    "until it is converted; stop the Python 2 server that "
+                    "uses it, back it up, then run %s", self.name, path,
+                    python2.command(self.name))
 
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned

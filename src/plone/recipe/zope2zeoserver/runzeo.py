@@ -16,8 +16,8 @@ import ZEO.runzeo
 from ZODB.FileStorage.FileStorage import FileStorageFormatError
 
 from plone.recipe.zope2zeoserver import acceptor
-from plone.recipe.zope2zeoserver import convert
 from plone.recipe.zope2zeoserver import monitor
+from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
@@ -83,9 +83,9 @@ class Server(ZEO.runzeo.ZEOServer):
         part = os.path.basename(os.path.dirname(os.path.dirname(
             self.options.configfile)))
         for _, path, _ in replication.file_storages(self.options.storages):
-            if convert.written_by_python2(path):
-                refuse(convert.refusal(path, part))
-            convert.set_aside_python2_index(path, logger.warning)
+            if python2.wrote(path):
+                refuse(python2.refusal(path, part))
+            python2.set_aside_index(path, logger.warning)
 
     def open_storages(self):
         """ZODB's reasons a storage cannot open, in one line each.  The
