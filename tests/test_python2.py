@@ -12,7 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import ROOT, client, output, start, wait_for
+from conftest import (ROOT, client, needs_other_users, output, start,
+                      system_user, wait_for)
 
 PY2_DATA = ROOT / "tests" / "data" / "py2"
 
@@ -331,3 +332,27 @@ def test_python2_index_beside_a_converted_file(buildout):
     assert f"{data}.index was written by Python 2; moved it to " \
            f"{data}.index.py2" in log
     no_traceback(log)
+
+
+@needs_other_users
+def test_conversion_keeps_owner_and_mode_and_resumes(buildout):
+    """Run by root for a server that runs as effective-user, the converted
+    file and its index stay that user's.  A second name of the file left
+    by an interrupted run (killed between keeping the original and
+    putting the copy in place) does not block the next run."""
+    data, _ = copy_python2_data(buildout)
+    buildout.install()
+    original = digest(data)
+    with system_user() as user:
+        for path in (data, Path(f"{data}.index")):
+            os.chown(path, user.pw_uid, user.pw_gid)
+            path.chmod(0o640)
+        os.link(data, f"{data}.py2")
+
+        result = buildout.ctl("convert-py3", timeout=300)
+        assert result.returncode == 0, output(result)
+        assert digest(f"{data}.py2") == original
+        for path in (data, Path(f"{data}.index")):
+            info = path.stat()
+            assert (info.st_uid, info.st_gid) == (user.pw_uid, user.pw_gid)
+            assert info.st_mode & 0o777 == 0o640

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from plone.recipe.zope2zeoserver.files import lock_holder
+from plone.recipe.zope2zeoserver.files import os_error_text
 from plone.recipe.zope2zeoserver.python2 import ORIGINAL_SUFFIX
 from plone.recipe.zope2zeoserver.python2 import PYTHON2_HEADER
 from plone.recipe.zope2zeoserver.python2 import PYTHON3_HEADER
@@ -107,11 +109,15 @@ def convert_storages(storages, part, encoding, fallbacks, log_path,
     with contextlib.ExitStack() as locks:
         for name, path, blob_dir in todo:
             try:
-                check_can_convert(path)
                 locks.enter_context(locked(path))
+                check_can_convert(path)
             except ConversionError as e:
                 out(f"convert-py3: storage {name} ({path}): {e}",
                     file=sys.stderr)
+                return 1
+            except OSError as e:
+                out(f"convert-py3: storage {name} ({path}): "
+                    f"{os_error_text(e)}", file=sys.stderr)
                 return 1
         return convert_all(todo, part, encoding, fallbacks, log_path, out,
                            started)
@@ -161,11 +167,14 @@ def locked(path):
     try:
         lock = zc.lockfile.LockFile(path + ".lock")
     except zc.lockfile.LockError:
-        from plone.recipe.zope2zeoserver.runzeo import lock_holder
         raise ConversionError(
             f"the file is in use by {lock_holder(path + '.lock')}; stop "
             "that server (an old Python 2 one too), then run convert-py3 "
             "again")
+    except OSError as e:
+        raise ConversionError(
+            f"cannot take the file's lock: {os_error_text(e)}; run "
+            "convert-py3 as a user who may write there")
     try:
         yield
     finally:
@@ -176,6 +185,10 @@ def check_can_convert(path):
     """Refuse before anything is written: the original's name is taken,
     or there is not enough room for the converted copy."""
     original = path + ORIGINAL_SUFFIX
+    if os.path.lexists(original) and os.path.samefile(path, original):
+        # A second name of the file itself, from a conversion that was
+        # interrupted before the converted copy took its place.
+        os.unlink(original)
     if os.path.lexists(original):
         raise ConversionError(
             f"{original} exists already (an earlier conversion?); move it "
@@ -196,19 +209,22 @@ def convert_storage(path, encoding, fallbacks, log_path):
     started = time.monotonic()
     work = path + WORK_SUFFIX
     remove_with_companions(work)
+    before = os.path.getsize(path)
     try:
         shutil.copyfile(path, work)
         fsync(work)
         run_zodbupdate(work, encoding, fallbacks, log_path)
         objects = check_converted(work)
+        # The server may run as another user than this command.
+        for made in (work, work + ".index"):
+            same_owner_and_mode(made, path)
+        replace_original(path, work)
+    except OSError as e:
+        remove_with_companions(work)
+        raise ConversionError(os_error_text(e))
     except ConversionError:
         remove_with_companions(work)
         raise
-    except OSError as e:
-        remove_with_companions(work)
-        raise ConversionError(f"{e.strerror or e}: {e.filename or work}")
-    before = os.path.getsize(path)
-    replace_original(path, work)
     return {"seconds": time.monotonic() - started, "objects": objects,
             "before": before, "after": os.path.getsize(path),
             "warnings": zodbupdate_warnings(log_path)}
@@ -312,21 +328,42 @@ def replace_original(path, work):
     """Put the converted WORK in PATH's place.  PATH's bytes stay as
     PATH.py2 (a second name of the same file, so no copy): at every
     moment PATH is either the original or the converted file, and a
-    server never finds it missing."""
+    server never finds it missing.  Should a step fail, the steps
+    before it are undone, leaving PATH as it was."""
     original = path + ORIGINAL_SUFFIX
+    index = path + ".index"
     try:
         os.link(path, original)
     except OSError:  # a file system without hard links
         shutil.copy2(path, original)
         fsync(original)
-    index = path + ".index"
-    if os.path.exists(index):
-        os.replace(index, original + ".index")
-    os.replace(work, path)
-    if os.path.exists(work + ".index"):
+    try:
+        if os.path.exists(index):
+            os.replace(index, original + ".index")
+        os.replace(work, path)
+    except OSError:
+        if os.path.exists(original + ".index"):
+            os.replace(original + ".index", index)
+        os.unlink(original)
+        raise
+    # The data is converted.  Without its new index (should this fail),
+    # ZODB builds one at start.
+    with contextlib.suppress(OSError):
         os.replace(work + ".index", index)
     remove_with_companions(work)
     fsync(os.path.dirname(path))
+
+
+def same_owner_and_mode(path, reference):
+    """Give PATH (if it exists) REFERENCE's mode and, when running as
+    root, its owner: this command may run as root for a server that runs
+    as effective-user."""
+    if not os.path.exists(path):
+        return
+    shutil.copymode(reference, path)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        info = os.stat(reference)
+        os.chown(path, info.st_uid, info.st_gid)
 
 
 def remove_with_companions(path):

@@ -19,6 +19,8 @@ from plone.recipe.zope2zeoserver import acceptor
 from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
+from plone.recipe.zope2zeoserver.files import lock_holder
+from plone.recipe.zope2zeoserver.files import os_error_text
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
@@ -156,30 +158,7 @@ def refuse(message):
     sys.exit(EXIT_CONFIGURATION)
 
 
-def os_error_text(e):
-    """'Permission denied: /path', without the errno in brackets."""
-    if e.filename is None:
-        return e.strerror or str(e)
-    return f"{e.strerror}: {e.filename}"
-
-
 def locked_message(path):
     return (f"{path} is in use by {lock_holder(path + '.lock')}; one "
             "Data.fs can have only one server: stop that one, or give this "
             "one its own file-storage")
-
-
-def lock_holder(lock_path):
-    """'process 1234 (its command line)', from the pid zc.lockfile wrote
-    into LOCK_PATH; what can be known when that cannot be read."""
-    try:
-        with open(lock_path) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return "another process"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return f"process {pid}"
-    return f"process {pid} ({command.strip()})"

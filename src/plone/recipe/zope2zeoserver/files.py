@@ -1,0 +1,27 @@
+"""What the tools say about a server's files: an OS error in one line,
+and who holds a FileStorage lock.  The server and convert-py3 both say
+it; standard library only.
+"""
+
+
+def os_error_text(e):
+    """'Permission denied: /path', without the errno in brackets."""
+    if e.filename is None:
+        return e.strerror or str(e)
+    return f"{e.strerror}: {e.filename}"
+
+
+def lock_holder(lock_path):
+    """'process 1234 (its command line)', from the pid zc.lockfile wrote
+    into LOCK_PATH; what can be known when that cannot be read."""
+    try:
+        with open(lock_path) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "another process"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"process {pid}"
+    return f"process {pid} ({command.strip()})"
