@@ -458,16 +458,18 @@ def test_two_parts_must_not_share_data_or_socket(buildout):
 
 def test_zeo_conf_relative_paths_are_the_servers(buildout):
     """The server runs in the part's directory (the runner's), so that is
-    where a zeo-conf's relative paths are; bin/zeopack goes there too."""
+    where a zeo-conf's relative paths are; bin/zeopack goes there too.
+    (A short name: a socket path has at most 100 characters, and pytest's
+    directories take 80 of them.)"""
     buildout.path("my-zeo.conf").write_text(f"""\
 <zeo>
-  address run/zeo.sock
+  address r/z.sock
 </zeo>
 <filestorage 1>
   path {buildout.dir}/var/filestorage/Data.fs
 </filestorage>
 """)
     buildout.install("zeo-conf = my-zeo.conf")
-    socket = buildout.path("parts", "zeo", "run", "zeo.sock")
+    socket = buildout.path("parts", "zeo", "r", "z.sock")
     assert socket.parent.is_dir()
     assert repr(str(socket)) in buildout.path("bin", "zeopack").read_text()
