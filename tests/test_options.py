@@ -54,6 +54,13 @@ BAD_INPUT = [
     ("transaction-timeout = 0", "transaction-timeout", "'0'", "at least 1"),
     ("storage-number = main db", "storage-number", "main db", "storage name"),
     ("zeo-conf = missing.conf", "zeo-conf", "missing.conf", "does not exist"),
+    # Data inside parts/<part> would go with the next reinstall.
+    ("file-storage = parts/zeo/Data.fs", "file-storage", "parts/zeo/Data.fs",
+     "buildout removes"),
+    ("blob-storage = parts/zeo/blobs", "blob-storage", "parts/zeo/blobs",
+     "buildout removes"),
+    ("zeo-conf = relative-storage.conf", "zeo-conf", "relative-storage.conf",
+     "inside the part's directory"),
     ("zope2-location = missing-zope2", "zope2-location", "missing-zope2",
      "does not exist"),
     ("zeo-log-level = loud", "zeo-log-level", "loud", "expected one of"),
@@ -141,6 +148,10 @@ def test_bad_input_fails_with_one_clear_line(buildout, options, option, value,
     buildout.path("bad.conf").write_text("<zeo\n  address 8100\n</zeo>\n")
     buildout.path("unknown-key.conf").write_text(
         "<zeo>\n  adress 8100\n</zeo>\n")
+    # The server runs in parts/zeo: that is where this path would be.
+    buildout.path("relative-storage.conf").write_text(
+        "<zeo>\n  address 8100\n</zeo>\n"
+        "<filestorage 1>\n  path var/filestorage/Data.fs\n</filestorage>\n")
     buildout.write(options)
     result = buildout.run(check=False)
     out = output(result)

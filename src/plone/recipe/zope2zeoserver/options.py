@@ -784,6 +784,17 @@ def check_paths(reader, settings):
                     f"this part makes the directory {directory} there (for "
                     f"{other} = {other_path!r}); give {option} a file name "
                     "of its own"))
+    for storage in settings.storages:
+        for option, path in (("file-storage", storage.path),
+                             ("blob-storage", storage.blob_dir)):
+            if path and inside(os.path.normpath(path), settings.part_dir):
+                where = ("zeo-conf", settings.zeo_conf) if (
+                    settings.zeo_conf) else (option, path)
+                reader.fail(*where, (
+                    f"the data at {path} would be inside the part's "
+                    f"directory {settings.part_dir}, which buildout removes "
+                    "when it reinstalls the part; keep data under var/ (an "
+                    "absolute path)"))
     for option, path, _ in places:
         if not writable_location(path):
             reader.fail(option, path, "cannot be created or written by this "
