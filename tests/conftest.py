@@ -443,3 +443,23 @@ def counter_egg(buildout):
         setup(name={module!r}, version="1.0", py_modules=[{module!r}])
         """))
     return module, egg
+
+
+# -- file systems of their own ----------------------------------------------
+
+@contextlib.contextmanager
+def mounted_tmpfs(directory, options):
+    """A tmpfs on DIRECTORY (created), unmounted afterwards; the test is
+    skipped where mounting is not allowed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
+                             str(directory)], capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        if subprocess.run(["umount", str(directory)],
+                          capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(directory)],
+                           capture_output=True)

@@ -23,8 +23,9 @@ import ZODB.scripts.fstest
 from BTrees.IOBTree import IOBTree
 
 from conftest import (Buildout, client, commit, interpreter_for,
-                      needs_other_users, output, processes_using, read, start,
-                      system_user, use_interpreter, wait_for)
+                      mounted_tmpfs, needs_other_users, output,
+                      processes_using, read, start, system_user,
+                      use_interpreter, wait_for)
 
 
 
@@ -77,24 +78,6 @@ def no_traceback_from_us(text):
     assert "zope2zeoserver/ctl.py" not in text, text
     assert "zdaemon/zd" not in text, text
     assert not text.lstrip().startswith("Traceback"), text
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(directory, options):
-    """A tmpfs on DIRECTORY (created), unmounted afterwards; the test is
-    skipped where mounting is not allowed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
-                             str(directory)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        if subprocess.run(["umount", str(directory)],
-                          capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(directory)],
-                           capture_output=True)
 
 
 # -- kill -9 ---------------------------------------------------------------

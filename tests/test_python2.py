@@ -12,8 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import (ROOT, client, needs_other_users, output, start,
-                      system_user, wait_for)
+from conftest import (ROOT, client, mounted_tmpfs, needs_other_users,
+                      output, start, system_user, wait_for)
 
 PY2_DATA = ROOT / "tests" / "data" / "py2"
 
@@ -88,6 +88,7 @@ def log_text(buildout):
 def test_python2_database_from_warning_to_backup(buildout, tmp_path):
     data, other = copy_python2_data(buildout)
     originals = {path: digest(path) for path in (data, other)}
+    inodes = {path: os.stat(path).st_ino for path in (data, other)}
     blob_files = blob_files_in(buildout)
 
     # bin/buildout warns, naming each file and the way out, and completes.
@@ -97,6 +98,10 @@ def test_python2_database_from_warning_to_backup(buildout, tmp_path):
         assert f"[zeo] {path} was written by Python 2" in text, text
     assert "bin/zeo convert-py3" in text
     assert buildout.path("bin", "zeo").exists()
+    # And on every rerun, which changes nothing.
+    text = output(buildout.run())
+    for path in (data, other):
+        assert f"[zeo] {path} was written by Python 2" in text, text
 
     # start and fg refuse, in their first line, without a traceback.
     # (fg exits as the server would: 2, which systemd does not restart.)
@@ -122,6 +127,8 @@ def test_python2_database_from_warning_to_backup(buildout, tmp_path):
     for path in (data, other):
         assert f"the original is kept as {path}.py2" in text
         assert digest(f"{path}.py2") == originals[path]
+        # The original itself, under a second name: not a copy.
+        assert os.stat(f"{path}.py2").st_ino == inodes[path]
         assert path.read_bytes()[:4] == b"FS30"
         # The Python 2 index went with its file.
         assert digest(f"{path}.py2.index") == digest(
@@ -173,8 +180,11 @@ def test_python2_database_from_warning_to_backup(buildout, tmp_path):
             if p.parts[0] != "tmp"] == blob_files
 
     # Packed and backed up like any database.
-    result = buildout.script("zeopack", "-d", "0", timeout=120)
-    assert result.returncode == 0, output(result)
+    # With the part's pack-days: no revision written by Python 2 is left
+    # for the pack to read.
+    for args in ((), ("-d", "0"), ("-S", "other")):
+        result = buildout.script("zeopack", *args, timeout=120)
+        assert result.returncode == 0, output(result)
     result = buildout.script("repozo", "-B", "-r", "var/backups", "-f",
                              str(data))
     assert result.returncode == 0, output(result)
@@ -352,7 +362,63 @@ def test_conversion_keeps_owner_and_mode_and_resumes(buildout):
         result = buildout.ctl("convert-py3", timeout=300)
         assert result.returncode == 0, output(result)
         assert digest(f"{data}.py2") == original
-        for path in (data, Path(f"{data}.index")):
+        for path in (data, Path(f"{data}.index"), Path(f"{data}.lock")):
             info = path.stat()
             assert (info.st_uid, info.st_gid) == (user.pw_uid, user.pw_gid)
             assert info.st_mode & 0o777 == 0o640
+
+
+def test_convert_on_a_small_or_read_only_file_system(buildout):
+    """Room is checked before anything is written (a copy left by an
+    interrupted run is ours to remove first); a read-only file system is
+    one line, not a traceback."""
+    filestorage = buildout.path("var", "filestorage")
+    with mounted_tmpfs(filestorage, "size=2m"):
+        data, _ = copy_python2_data(buildout)
+        buildout.install()
+        before = digest(data)
+        subprocess.run(["mount", "-o", "remount,ro", str(filestorage)],
+                       check=True)
+        result = buildout.ctl("convert-py3")
+        assert result.returncode == 1, output(result)
+        assert "cannot take the file's lock: Read-only file system" in \
+            result.stderr
+        no_traceback(output(result))
+        subprocess.run(["mount", "-o", "remount,rw", str(filestorage)],
+                       check=True)
+
+        # Four times the file and 1 MB are needed, less is free.
+        (filestorage / "Other.fs").unlink()
+        (filestorage / "filler").write_bytes(b"x" * 800 * 1024)
+        (filestorage / "Data.fs.converting").write_bytes(b"y" * 600 * 1024)
+        (filestorage / "more").write_bytes(b"z" * 400 * 1024)
+        result = buildout.ctl("convert-py3")
+        assert result.returncode == 1, output(result)
+        assert "converting needs 1.0 MB free beside it" in result.stderr
+        assert digest(data) == before
+        assert not Path(f"{data}.py2").exists()
+
+        # Without the filler, the leftover copy's room is enough.
+        (filestorage / "more").unlink()
+        result = buildout.ctl("convert-py3", timeout=300)
+        assert result.returncode == 0, output(result)
+        assert not (filestorage / "Data.fs.converting").exists()
+        assert digest(f"{data}.py2") == before
+
+
+def test_convert_follows_a_symbolic_link(buildout, tmp_path):
+    """Data.fs on a bigger disk, linked from var/filestorage: the file it
+    points to is converted, beside itself; the link stays a link."""
+    data, _ = copy_python2_data(buildout)
+    target = tmp_path / "bigdisk" / "Data.fs"
+    target.parent.mkdir()
+    shutil.move(data, target)
+    data.symlink_to(target)
+    buildout.install()
+    result = buildout.ctl("convert-py3", timeout=300)
+    assert result.returncode == 0, output(result)
+    assert f"the original is kept as {target}.py2" in result.stdout
+    assert data.is_symlink() and data.resolve() == target
+    assert target.read_bytes()[:4] == b"FS30"
+    assert digest(f"{target}.py2") == digest(PY2_DATA / "Data.fs")
+

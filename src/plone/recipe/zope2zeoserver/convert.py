@@ -25,13 +25,16 @@ from plone.recipe.zope2zeoserver.python2 import header
 
 # Beside Data.fs while it is converted: the copy zodbupdate works on.
 WORK_SUFFIX = ".converting"
-# Files FileStorage keeps beside a data file.
-COMPANIONS = (".index", ".lock", ".tmp")
+# Files FileStorage keeps beside a data file, and those a pack leaves.
+COMPANIONS = (".index", ".lock", ".tmp", ".old", ".pack")
 DEFAULT_ENCODING = "utf-8"
 DEFAULT_FALLBACK = "latin-1"
-# zodbupdate appends a new record of every object: the copy grows to at
-# most twice the file's size.
-SPACE_FACTOR = 2
+# Room needed beside the file, in multiples of its size: the copy; the
+# new record of every object zodbupdate writes, first to FileStorage's
+# .tmp file, then appended to the copy; the packed file.  Plus the
+# indexes and the lock, and what the file system rounds up.
+SPACE_FACTOR = 4
+SPACE_MARGIN = 1 << 20
 
 
 class ConversionError(Exception):
@@ -84,14 +87,24 @@ def encoding(name):
 
 
 def convert_storages(storages, part, encoding, fallbacks, log_path,
-                     out=print):
+                     secondaries=(), out=print):
     """Convert those of STORAGES ((name, path, blob dir) of zeo.conf's
-    file storages) that Python 2 wrote; report each to OUT.  Returns the
-    exit status: 0 when nothing is left to convert."""
+    file storages) that Python 2 wrote; report each to OUT.  SECONDARIES:
+    the names of ZRS secondaries, which must copy their converted primary
+    instead.  Returns the exit status: 0 when nothing is left to
+    convert."""
     started = time.monotonic()
     todo = []
     for name, path, blob_dir in storages:
+        # A symbolic link (Data.fs on a bigger disk): convert its target.
+        path = os.path.realpath(path)
         found = header(path)
+        if found == PYTHON2_HEADER and name in secondaries:
+            out(f"convert-py3: storage {name} ({path}) is a ZRS secondary: "
+                "converted on its own, its history would differ from its "
+                "primary's; convert the primary, then give this secondary "
+                "an empty file (it copies the primary)", file=sys.stderr)
+            return 1
         if found is None:
             out(f"storage {name}: {path} does not exist yet; nothing to "
                 "convert")
@@ -106,11 +119,12 @@ def convert_storages(storages, part, encoding, fallbacks, log_path,
     if not todo:
         out("nothing to convert")
         return 0
+    claimed = {}  # file system -> room the storages before need there
     with contextlib.ExitStack() as locks:
         for name, path, blob_dir in todo:
             try:
                 locks.enter_context(locked(path))
-                check_can_convert(path)
+                check_can_convert(path, claimed)
             except ConversionError as e:
                 out(f"convert-py3: storage {name} ({path}): {e}",
                     file=sys.stderr)
@@ -119,8 +133,13 @@ def convert_storages(storages, part, encoding, fallbacks, log_path,
                 out(f"convert-py3: storage {name} ({path}): "
                     f"{os_error_text(e)}", file=sys.stderr)
                 return 1
-        return convert_all(todo, part, encoding, fallbacks, log_path, out,
-                           started)
+        try:
+            return convert_all(todo, part, encoding, fallbacks, log_path,
+                               out, started)
+        except KeyboardInterrupt:
+            out("convert-py3: interrupted; the storage being converted is "
+                "as it was", file=sys.stderr)
+            return 130
 
 
 def convert_all(todo, part, encoding, fallbacks, log_path, out, started):
@@ -152,9 +171,10 @@ def convert_all(todo, part, encoding, fallbacks, log_path, out, started):
         f"{time.monotonic() - started:.1f} s; zodbupdate's output is in "
         f"{log_path}")
     out(f"next: bin/{part} start.  Clients must run ZEO 5 or newer (Plone "
-        "5.2 or newer on Python 3).  Old revisions keep their Python 2 "
-        f"records: once the site works, pack (bin/zeopack), and remove the "
-        f"{ORIGINAL_SUFFIX} copies when you no longer need them.")
+        "5.2 or newer on Python 3).  The converted files start their "
+        "history at the conversion (Python 3 cannot read the older "
+        f"revisions); the {ORIGINAL_SUFFIX} copies keep it: remove them "
+        "when you no longer need them.")
     return 0
 
 
@@ -166,6 +186,8 @@ def locked(path):
     import zc.lockfile
     try:
         lock = zc.lockfile.LockFile(path + ".lock")
+        # Made by root, it must still be the server's to open.
+        same_owner_and_mode(path + ".lock", path)
     except zc.lockfile.LockError:
         raise ConversionError(
             f"the file is in use by {lock_holder(path + '.lock')}; stop "
@@ -181,9 +203,12 @@ def locked(path):
         lock.close()
 
 
-def check_can_convert(path):
+def check_can_convert(path, claimed):
     """Refuse before anything is written: the original's name is taken,
-    or there is not enough room for the converted copy."""
+    or there is not enough room for the converted copy besides what
+    CLAIMED ({file system: bytes}) holds for other storages.  A copy left
+    by an interrupted run is removed first: it is ours, and takes room."""
+    remove_with_companions(path + WORK_SUFFIX)
     original = path + ORIGINAL_SUFFIX
     if os.path.lexists(original) and os.path.samefile(path, original):
         # A second name of the file itself, from a conversion that was
@@ -193,7 +218,10 @@ def check_can_convert(path):
         raise ConversionError(
             f"{original} exists already (an earlier conversion?); move it "
             "elsewhere, then run convert-py3 again")
-    needed = SPACE_FACTOR * os.path.getsize(path)
+    device = os.stat(path).st_dev
+    needed = (SPACE_FACTOR * os.path.getsize(path) + SPACE_MARGIN
+              + claimed.get(device, 0))
+    claimed[device] = needed
     free = shutil.disk_usage(os.path.dirname(path)).free
     if free < needed:
         raise ConversionError(
@@ -219,11 +247,10 @@ def convert_storage(path, encoding, fallbacks, log_path):
         for made in (work, work + ".index"):
             same_owner_and_mode(made, path)
         replace_original(path, work)
-    except OSError as e:
+    except BaseException as e:  # Ctrl-C too: the copy is not left behind
         remove_with_companions(work)
-        raise ConversionError(os_error_text(e))
-    except ConversionError:
-        remove_with_companions(work)
+        if isinstance(e, OSError):
+            raise ConversionError(os_error_text(e))
         raise
     return {"seconds": time.monotonic() - started, "objects": objects,
             "before": before, "after": os.path.getsize(path),
@@ -234,10 +261,16 @@ def run_zodbupdate(path, encoding, fallbacks, log_path):
     """zodbupdate --convert-py3 on PATH, in a process of its own (it
     configures logging and exits) on this script's sys.path: the part's
     working set, whose eggs may bring rules (entry points zodbupdate
-    and zodbupdate.decode).  Its output goes to LOG_PATH."""
+    and zodbupdate.decode).  Its output goes to LOG_PATH.
+
+    --pack: the revisions before the conversion are Python 2 pickles,
+    which ZODB on Python 3 cannot read back (a pack keeping a day of
+    history fails on them, and so would undo); they stay in the original.
+    """
     args = [sys.executable, "-c",
             "import sys; from zodbupdate.main import main; sys.exit(main())",
-            "--convert-py3", "--file", path, "--encoding", encoding]
+            "--convert-py3", "--pack", "--file", path, "--encoding",
+            encoding]
     if fallbacks:
         args += ["--encoding-fallback", *fallbacks]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -282,7 +315,8 @@ def zodbupdate_warnings(log_path):
             "): their objects were converted with the generic rules only. "
             "If the packages defining them bring zodbupdate rules (Plone's "
             "do), add them to the part's eggs option, rerun bin/buildout, "
-            "put the .py2 original back and convert again")
+            "put the original back (move FILE.py2 to FILE and FILE.py2.index "
+            "to FILE.index) and convert again")
     fallbacks = sum("Encoding fallback to" in line
                     for line in run.splitlines())
     if fallbacks:
@@ -334,9 +368,10 @@ def replace_original(path, work):
     index = path + ".index"
     try:
         os.link(path, original)
-    except OSError:  # a file system without hard links
-        shutil.copy2(path, original)
-        fsync(original)
+    except FileExistsError:
+        raise  # never overwritten (check_can_convert made sure)
+    except OSError:  # a file system without hard links: a copy
+        copy_original(path, original)
     try:
         if os.path.exists(index):
             os.replace(index, original + ".index")
@@ -352,6 +387,28 @@ def replace_original(path, work):
         os.replace(work + ".index", index)
     remove_with_companions(work)
     fsync(os.path.dirname(path))
+
+
+def copy_original(path, original):
+    """Copy PATH to ORIGINAL where it cannot be linked; a copy cut short
+    (the disk filled up meanwhile) is removed, never left to pass for the
+    original."""
+    size = os.path.getsize(path)
+    free = shutil.disk_usage(os.path.dirname(path)).free
+    if free < size:
+        raise ConversionError(
+            f"this file system cannot link {original} to the file, and "
+            f"copying it needs {size_text(size)}, there are "
+            f"{size_text(free)}; make room and run convert-py3 again")
+    try:
+        with open(path, "rb") as source, open(original, "xb") as copy:
+            shutil.copyfileobj(source, copy)
+        shutil.copystat(path, original)
+        fsync(original)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(original)
+        raise
 
 
 def same_owner_and_mode(path, reference):

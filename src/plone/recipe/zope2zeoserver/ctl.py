@@ -470,6 +470,11 @@ class Commands(zdaemon.zdctl.ZDCmd):
             # The server's status for a storage it cannot open, which
             # process managers are told not to restart on (systemd unit).
             return 2
+        # The server logs to its log file only: a silent terminal would
+        # leave someone at it guessing.
+        print(f"running the server in the foreground on "
+              f"{self.address_text()}; its log: {self.options.logfile}; "
+              "Ctrl-C stops it")
         return run_program(self.options.program + self.options.args[1:])
 
     def do_fg(self, arg):
@@ -497,12 +502,26 @@ class Commands(zdaemon.zdctl.ZDCmd):
                   f"first (bin/{self.part} stop, or with the process "
                   "manager that runs it)", file=sys.stderr)
             return 1
+        import importlib.util
+        if importlib.util.find_spec("zodbupdate") is None:
+            print("convert-py3: zodbupdate is not on this part's Python path;"
+                  " rerun bin/buildout with this recipe's version, whose "
+                  "server extra brings it", file=sys.stderr)
+            return 1
         log_dir = os.path.dirname(self.options.logfile)
-        os.makedirs(log_dir, exist_ok=True)
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+        except OSError as e:
+            print(f"convert-py3: cannot make the log directory: "
+                  f"{e.strerror}: {log_dir}", file=sys.stderr)
+            return 1
+        secondaries = {name for name, role in self.roles().items()
+                       if role["role"] == "secondary"}
         return convert.convert_storages(
             self.file_storages(), self.part, options.encoding,
             options.fallbacks,
-            os.path.join(log_dir, f"{self.part}-convert-py3.log"))
+            os.path.join(log_dir, f"{self.part}-convert-py3.log"),
+            secondaries)
 
     def help_convert_py3(self):
         from plone.recipe.zope2zeoserver import convert
@@ -569,9 +588,11 @@ class Commands(zdaemon.zdctl.ZDCmd):
         return 2
 
     def print_topics(self, header, cmds, cmdlen, maxcol):
-        """help's lists, with commands spelled as they are typed."""
+        """help's lists, with commands spelled as they are typed, and
+        without EOF (Ctrl-D leaving the interactive shell)."""
         super().print_topics(header, [name.replace("_", "-")
-                                      for name in cmds or []], cmdlen, maxcol)
+                                      for name in cmds or [] if name != "EOF"],
+                             cmdlen, maxcol)
 
     def command_names(self):
         return sorted(name[3:].replace("_", "-") for name in dir(self)

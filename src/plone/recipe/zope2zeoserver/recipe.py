@@ -6,6 +6,7 @@ import glob
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -128,10 +129,12 @@ class Recipe:
         self.make_tls()
         if self.settings.server_conf:  # read by __init__, on every run
             self.check_directories()
-        # Without reading zeo.conf: zeo-conf-additional's storages were
-        # named by install, and the server refuses them anyway.
+        # Without loading zeo.conf (a rerun must stay cheap): the paths of
+        # zeo-conf-additional's storages are read from its text.
         self.warn_python2_storages(
-            storage.path for storage in self.settings.storages)
+            [storage.path for storage in self.settings.storages]
+            + re.findall(r"(?m)^\s*path\s+(\S+)\s*$",
+                         self.settings.zeo_conf_additional or ""))
         # The eggs may not be (see find_changed_working_set).  Scripts
         # are only rewritten where their text changes.
         if self.changed_working_set is not None:

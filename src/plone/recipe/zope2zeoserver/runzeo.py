@@ -64,9 +64,10 @@ class Server(ZEO.runzeo.ZEOServer):
         address and rewritten the pid file.  Ask each lock first and refuse
         naming the file and the process holding it.  The lock file itself
         is never removed: it is what keeps the second server out.
-        Before that, a file that Python 2 wrote is refused (see
-        `check_python2_files`)."""
-        self.check_python2_files()
+        Before that, a file that Python 2 wrote is refused; after it, an
+        index that Python 2 wrote is set aside to be rebuilt (ZODB would
+        log a traceback loading it)."""
+        self.refuse_python2_files()
         for opener in self.options.storages:
             config = replication.base_config(opener)  # inside <zrs> too
             path = getattr(config, "path", None)
@@ -77,17 +78,18 @@ class Server(ZEO.runzeo.ZEOServer):
                 zc.lockfile.LockFile(path + ".lock").close()
             except zc.lockfile.LockError:
                 refuse(locked_message(path))
+        # Only now that no other server holds the files.
+        for _, path, _ in replication.file_storages(self.options.storages):
+            python2.set_aside_index(path, logger.warning)
 
-    def check_python2_files(self):
+    def refuse_python2_files(self):
         """ZODB would call a Data.fs that Python 2 wrote "not a FileStorage
-        file", and log a Python 2 index as a traceback: refuse the one
-        naming the way out, and set the other aside to be rebuilt."""
+        file": refuse it naming the way out."""
         part = os.path.basename(os.path.dirname(os.path.dirname(
             self.options.configfile)))
         for _, path, _ in replication.file_storages(self.options.storages):
             if python2.wrote(path):
                 refuse(python2.refusal(path, part))
-            python2.set_aside_index(path, logger.warning)
 
     def open_storages(self):
         """ZODB's reasons a storage cannot open, in one line each.  The
