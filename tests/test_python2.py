@@ -12,8 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import (ROOT, client, mounted_tmpfs, needs_other_users,
-                      output, start, system_user, wait_for)
+from conftest import (ROOT, client, free_port, mounted_tmpfs,
+                      needs_other_users, output, start, system_user,
+                      wait_for)
 
 PY2_DATA = ROOT / "tests" / "data" / "py2"
 
@@ -422,3 +423,16 @@ def test_convert_follows_a_symbolic_link(buildout, tmp_path):
     assert target.read_bytes()[:4] == b"FS30"
     assert digest(f"{target}.py2") == digest(PY2_DATA / "Data.fs")
 
+
+
+def test_convert_refuses_a_zrs_secondary(buildout):
+    """Converted on its own, a secondary's history would differ from its
+    primary's: the primary is converted, the secondary copies it."""
+    data, _ = copy_python2_data(buildout)
+    buildout.install(f"replicate-from = {free_port()}")
+    result = buildout.ctl("convert-py3")
+    assert result.returncode == 1, output(result)
+    assert f"storage 1 ({data}) is a ZRS secondary" in result.stderr
+    assert "convert the primary" in result.stderr
+    assert digest(data) == digest(PY2_DATA / "Data.fs")
+    assert not Path(f"{data}.py2").exists()
