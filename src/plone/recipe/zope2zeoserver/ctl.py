@@ -22,6 +22,7 @@ from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
+from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
 
 
@@ -83,10 +84,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
         writes must belong to that user before zdctl drops privileges."""
         if options.user is None or os.geteuid() != 0:
             return
-        import pwd  # POSIX only, as effective-user is
         try:
-            entry = (pwd.getpwuid(int(options.user)) if options.user.isdigit()
-                     else pwd.getpwnam(options.user))
+            entry = user_entry(options.user)
         except KeyError:
             fail(f"effective-user {options.user!r} does not exist on this "
                  "machine; create it or change effective-user and rerun "

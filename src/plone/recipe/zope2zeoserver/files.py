@@ -1,6 +1,6 @@
-"""What the tools say about a server's files: an OS error in one line,
-and who holds a FileStorage lock.  The server and convert-py3 both say
-it; standard library only.
+"""What the tools say and ask about a server's files: an OS error in
+one line, who holds a FileStorage lock, the user who is to own them.
+Shared by build time and run time; standard library only.
 """
 
 
@@ -25,3 +25,10 @@ def lock_holder(lock_path):
     except OSError:
         return f"process {pid}"
     return f"process {pid} ({command.strip()})"
+
+
+def user_entry(user):
+    """The password database entry of USER, a name or a uid (KeyError if
+    there is none).  POSIX only, as effective-user is."""
+    import pwd
+    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)

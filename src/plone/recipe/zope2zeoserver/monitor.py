@@ -18,7 +18,6 @@ import io
 import logging
 import os
 import socket
-import stat
 import threading
 import time
 
@@ -26,6 +25,8 @@ import ZEO.monitor
 from ZODB.TimeStamp import TimeStamp
 
 from plone.recipe.zope2zeoserver.addresses import describe
+from plone.recipe.zope2zeoserver.addresses import family
+from plone.recipe.zope2zeoserver.addresses import remove_stale_socket
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver.monitor")
@@ -232,8 +233,7 @@ def listening_socket(address, option):
     stops the start with a message naming OPTION."""
     try:
         if not isinstance(address, str):
-            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-            return socket.create_server(address, family=family,
+            return socket.create_server(address, family=family(address),
                                         backlog=BACKLOG)
         remove_stale_socket(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -251,23 +251,6 @@ def listening_socket(address, option):
                 f"process; stop that process or change {option}")
         raise ListenError(f"cannot listen on {option} {describe(address)}: "
                           f"{e.strerror or e}")
-
-
-def remove_stale_socket(path):
-    """A unix socket file left by a server that died is removed; one that
-    still answers is in use (bind reports other files as in use)."""
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return
-    except FileNotFoundError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-            return
-    raise OSError(errno.EADDRINUSE, "in use")
 
 
 class Listener:

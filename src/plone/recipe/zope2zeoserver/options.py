@@ -22,6 +22,8 @@ except ImportError:  # Windows
 
 import zc.buildout
 
+from plone.recipe.zope2zeoserver.addresses import describe
+from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.zeoconf import Storage
 
 # tls.py is imported where TLS options are used: it loads cryptography,
@@ -36,9 +38,6 @@ LOG_LEVELS = (
 )
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
-
-# Options that ZEO 6 cannot honour yet; each has an issue of its own.
-NOT_AVAILABLE = {}
 
 # Options that make the server speak TLS (see `Reader.tls`).
 TLS_OPTIONS = ("tls-generate", "ssl-certificate", "ssl-key",
@@ -112,7 +111,6 @@ DEFAULTS = {
     "keep-alive-delay": None,
     "upstream-address": None,
     "upstream-cache-size": None,
-    **{name: None for name in NOT_AVAILABLE},
 }
 
 
@@ -148,11 +146,8 @@ class Address:
         return cls(host=host or "0.0.0.0", port=port)
 
     def __str__(self):
-        if self.is_unix:
-            return self.path
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return describe(self.path if self.is_unix else (self.host,
+                                                         self.port))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,10 +484,7 @@ class Reader:
             self.fail(option, value, "users cannot be switched on this "
                       "system (zdaemon needs POSIX); remove the option")
         try:
-            if value.isdigit():
-                pwd.getpwuid(int(value))
-            else:
-                pwd.getpwnam(value)
+            user_entry(value)
         except KeyError:
             self.fail(option, value, "no such user on this machine; create "
                       "the user or fix the name")
@@ -619,11 +611,6 @@ def read_settings(buildout, name, options, read_zeo_conf):
     with zeo-conf: the file decides what the server uses."""
     r = Reader(buildout, name, options)
     r.warn_unknown()
-    for option, why in NOT_AVAILABLE.items():
-        if option in options:
-            r.fail(option, shown_value(r, option),
-                   f"not available in this release: {why}. Remove the option.")
-
     var = r.var = r.path("var")
     log_level = r.text("zeo-log-level").lower()
     if log_level not in LOG_LEVELS and not log_level.isdigit():

@@ -15,6 +15,7 @@ import sys
 import time
 
 from plone.recipe.zope2zeoserver import tlsclient
+from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
 
 
@@ -68,12 +69,11 @@ def check_reachable(address, tls=None):
     """Fail at once, not after the timeout, when nothing listens or (with
     TLS) the server refuses us: ZEO's client would retry until the timeout
     and then only say that it timed out."""
-    family = socket.AF_UNIX if isinstance(address, str) else (
-        socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    family, reachable = client_address(address)
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(CONNECT_TIMEOUT)
         try:
-            s.connect(address)
+            s.connect(reachable)
         except OSError as e:
             raise PackError(
                 f"cannot connect to the ZEO server at {describe(address)}: "

@@ -19,6 +19,7 @@ from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver import zeoconf
+from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.options import TLS_OPTIONS
 from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
 from plone.recipe.zope2zeoserver.options import Address
@@ -220,10 +221,7 @@ class Recipe:
         server reads its key after zdaemon switched to that user."""
         if not self.settings.effective_user or os.geteuid() != 0:
             return None
-        import pwd  # POSIX only, as effective-user is
-        user = self.settings.effective_user
-        entry = (pwd.getpwuid(int(user)) if user.isdigit()
-                 else pwd.getpwnam(user))
+        entry = user_entry(self.settings.effective_user)
         return entry.pw_uid, entry.pw_gid
 
     def check_neighbours(self):

@@ -21,10 +21,9 @@ reports its replication state to `bin/<part> stats`.
 """
 
 import concurrent.futures
+import contextlib
 import importlib.metadata
 import logging
-import os
-import socket
 import time
 
 import zc.zrs.primary
@@ -33,6 +32,7 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.TimeStamp import TimeStamp
 
 from plone.recipe.zope2zeoserver.addresses import describe
+from plone.recipe.zope2zeoserver.addresses import remove_stale_socket
 from plone.recipe.zope2zeoserver.replication import ReplicationError
 
 
@@ -90,7 +90,9 @@ class Primary(zc.zrs.primary.Primary):
 
     def __init__(self, storage, address, state):
         if isinstance(address, str):
-            remove_stale_socket(address)
+            # One in use: listening fails below, and says so.
+            with contextlib.suppress(OSError):
+                remove_stale_socket(address)
         self.replication_state = state
         state["secondaries"] = 0
         self.listening = concurrent.futures.Future()
@@ -183,15 +185,3 @@ class Secondary(zc.zrs.secondary.Secondary):
         committed = TimeStamp(self.lastTransaction()).timeTime()
         self.replication_state["replicated_at"] = now
         self.replication_state["lag"] = round(max(0.0, now - committed), 6)
-
-
-def remove_stale_socket(path):
-    """A unix socket file left by a server that was killed would make
-    listening fail; one that accepts connections is in use and kept."""
-    if not os.path.exists(path):
-        return
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(path)
-        except OSError:
-            os.unlink(path)
