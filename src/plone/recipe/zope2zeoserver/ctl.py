@@ -23,7 +23,7 @@ from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.files import user_entry
-from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
+from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
 
 
 POLL = 0.01  # seconds between status polls (zdctl sleeps a whole second)

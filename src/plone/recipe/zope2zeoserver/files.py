@@ -1,7 +1,13 @@
-"""What the tools say and ask about a server's files: an OS error in
-one line, who holds a FileStorage lock, the user who is to own them.
-Shared by build time and run time; standard library only.
+"""What the tools say and ask about a server's files: where zeo.conf's
+paths start, an OS error in one line, who holds a FileStorage lock, the
+user who is to own them.  Shared by build time and run time; standard
+library only.
 """
+
+# With relative-paths, zeo.conf names paths inside the buildout through
+# this environment variable; the generated scripts set it from their own
+# location, so the buildout directory can move.
+BUILDOUT_ENV = "ZOPE2ZEOSERVER_BUILDOUT"
 
 
 def os_error_text(e):

@@ -21,7 +21,7 @@ from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.files import lock_holder
 from plone.recipe.zope2zeoserver.files import os_error_text
-from plone.recipe.zope2zeoserver.zeoconf import BUILDOUT_ENV
+from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
 

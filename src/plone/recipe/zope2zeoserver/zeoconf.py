@@ -7,15 +7,12 @@ import os
 import re
 import string
 
+from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
+
 # ZConfig and ZEO are imported where a file is read: bin/buildout renders
 # zeo.conf on every run without them (recipe.py makes them importable when
 # it checks the file).
 
-
-# With relative-paths, zeo.conf names paths inside the buildout through
-# this environment variable; the generated scripts set it from their own
-# location, so the buildout directory can move.
-BUILDOUT_ENV = "ZOPE2ZEOSERVER_BUILDOUT"
 
 HERE = os.path.dirname(__file__)
 
