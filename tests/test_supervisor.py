@@ -168,6 +168,15 @@ def test_supervisord_runs_the_server(buildout, tmp_path, command):
         assert result.returncode == 0, output(result)
         assert "in the foreground, not under zdaemon" in result.stdout
         assert f"pid={pid}" in result.stdout
+        # stop, restart and convert-py3 leave the server to supervisord,
+        # naming the command that does what was asked.
+        for command, advice in (("stop", "supervisorctl stop zeo"),
+                                ("restart", "supervisorctl restart zeo"),
+                                ("convert-py3", "supervisorctl stop zeo")):
+            result = buildout.ctl(command)
+            assert result.returncode == 1, output(result)
+            assert advice in result.stderr, output(result)
+        assert server_pid(buildout) == pid
 
         # Started once and never exited meanwhile.
         assert daemon.state() == "RUNNING", daemon.logs()

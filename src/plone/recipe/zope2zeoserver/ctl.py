@@ -306,8 +306,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
                 return 0
             if pid:
                 print(f"the server (pid={pid}) runs in the foreground, not "
-                      "under zdaemon: stop it with the process manager that "
-                      "started it", file=sys.stderr)
+                      f"under zdaemon: {manager_command(pid, 'stop')}",
+                      file=sys.stderr)
                 return 1
             print("not running")
             return 0
@@ -316,6 +316,14 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def do_restart(self, arg):
         self.get_status()
         if not self.zd_pid:
+            pid, managed = (None, False) if self.zd_up else (
+                self.server_process())
+            if pid and not managed:
+                # "already running" from start would pass for a restart.
+                print(f"the server (pid={pid}) runs in the foreground, not "
+                      f"under zdaemon: {manager_command(pid, 'restart')}",
+                      file=sys.stderr)
+                return 1
             return self.do_start(arg)
         marks = self.log_marks()
         deadline = time.monotonic() + self.options.start_timeout
@@ -473,7 +481,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         # leave someone at it guessing.
         print(f"running the server in the foreground on "
               f"{self.address_text()}; its log: {self.options.logfile}; "
-              "Ctrl-C stops it")
+              f"{'Ctrl-C' if sys.stdin.isatty() else 'SIGTERM'} stops it")
         return run_program(self.options.program + self.options.args[1:])
 
     def do_fg(self, arg):
@@ -497,9 +505,11 @@ class Commands(zdaemon.zdctl.ZDCmd):
             return status
         pid = self.running_pid()
         if pid:
-            print(f"convert-py3: the server is running (pid={pid}); stop it "
-                  f"first (bin/{self.part} stop, or with the process "
-                  "manager that runs it)", file=sys.stderr)
+            ours = self.zd_up or self.server_process()[1]  # zdaemon's
+            how = (f"stop it with bin/{self.part} stop" if ours
+                   else manager_command(pid, "stop"))
+            print(f"convert-py3: the server is running (pid={pid}); {how}, "
+                  "then run convert-py3 again", file=sys.stderr)
             return 1
         import importlib.util
         if importlib.util.find_spec("zodbupdate") is None:
@@ -645,6 +655,21 @@ def failure_reason(lines):
         if EXCEPTION_LINE.match(line):
             return line
     return None
+
+
+def manager_command(pid, verb):
+    """How to VERB (stop, restart) the server PID that a process manager
+    runs in the foreground: supervisord's own command where the
+    variables it sets in its programs' environment name the program."""
+    environment = dict(
+        entry.split(b"=", 1) for entry in proc_file(pid, "environ").split(b"\0")
+        if b"=" in entry)
+    name = environment.get(b"SUPERVISOR_PROCESS_NAME", b"").decode()
+    if name:
+        group = environment.get(b"SUPERVISOR_GROUP_NAME", b"").decode()
+        program = name if group in ("", name) else f"{group}:{name}"
+        return f"{verb} it with supervisorctl {verb} {program}"
+    return f"{verb} it with the process manager that started it"
 
 
 def proc_file(pid, name):
