@@ -1,0 +1,142 @@
+"""Pure functions, tested on their own: a mistake here fails in
+milliseconds, not after a buildout.  They are imported from the
+checkout's src/ (the other tests run the recipe from a wheel)."""
+
+import logging
+import shutil
+import socket
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "src"))
+
+from plone.recipe.zope2zeoserver import acceptor  # noqa: E402
+from plone.recipe.zope2zeoserver import addresses  # noqa: E402
+from plone.recipe.zope2zeoserver import convert  # noqa: E402
+from plone.recipe.zope2zeoserver import python2  # noqa: E402
+
+PY2_DATA = ROOT / "tests" / "data" / "py2"
+
+
+@pytest.mark.parametrize("address, text", [
+    ("/srv/zeo.sock", "/srv/zeo.sock"),
+    (("127.0.0.1", 8100), "127.0.0.1:8100"),
+    (("::1", 8100), "[::1]:8100"),
+])
+def test_describe(address, text):
+    assert addresses.describe(address) == text
+
+
+@pytest.mark.parametrize("address, reached", [
+    (("", 8100), (socket.AF_INET, ("127.0.0.1", 8100))),
+    (("0.0.0.0", 8100), (socket.AF_INET, ("127.0.0.1", 8100))),
+    (("::", 8100), (socket.AF_INET6, ("::1", 8100))),
+    (("10.0.0.5", 8100), (socket.AF_INET, ("10.0.0.5", 8100))),
+    ("/srv/zeo.sock", (socket.AF_UNIX, "/srv/zeo.sock")),
+])
+def test_client_address_reaches_a_wildcard_on_this_machine(address, reached):
+    assert addresses.client_address(address) == reached
+
+
+def test_remove_stale_socket(tmp_path):
+    path = str(tmp_path / "s")
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(path)
+    live.listen()
+    with pytest.raises(OSError):  # in use: kept
+        addresses.remove_stale_socket(path)
+    live.close()
+    addresses.remove_stale_socket(path)  # dead: removed
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "s").write_text("not a socket")
+    addresses.remove_stale_socket(path)  # left for bind to refuse
+    assert (tmp_path / "s").exists()
+
+
+def test_python2_files_and_indexes_are_recognised(tmp_path):
+    assert python2.wrote(PY2_DATA / "Data.fs")
+    assert python2.wrote_index(PY2_DATA / "Data.fs.index")
+    assert python2.wrote_index(PY2_DATA / "Other.fs.index")
+    # What ZODB on Python 3 writes.
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    path = tmp_path / "Data.fs"
+    ZODB.DB(FileStorage(str(path))).close()
+    assert not python2.wrote(path)
+    assert python2.header(path) == python2.PYTHON3_HEADER
+    assert not python2.wrote_index(f"{path}.index")
+    # Not an index at all, or none.
+    assert not python2.wrote_index(PY2_DATA / "EXPECTED.txt")
+    assert not python2.wrote_index(tmp_path / "missing")
+
+
+def test_python2_index_is_set_aside_beside_a_python3_file(tmp_path):
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    path = tmp_path / "Data.fs"
+    ZODB.DB(FileStorage(str(path))).close()
+    shutil.copy(PY2_DATA / "Data.fs.index", f"{path}.index")
+    said = []
+    python2.set_aside_index(str(path), said.append)
+    assert not (tmp_path / "Data.fs.index").exists()
+    assert (tmp_path / "Data.fs.index.py2").exists()
+    assert said and "written by Python 2" in said[0]
+    # Beside a Python 2 file it stays: convert-py3 keeps it with it.
+    shutil.copy(PY2_DATA / "Data.fs", path)
+    shutil.copy(PY2_DATA / "Data.fs.index", f"{path}.index")
+    python2.set_aside_index(str(path), said.append)
+    assert (tmp_path / "Data.fs.index").exists()
+
+
+@pytest.mark.parametrize("size, text", [
+    (0, "0 bytes"), (1023, "1023 bytes"), (1024, "1.0 KB"),
+    (11097, "10.8 KB"), (5 << 20, "5.0 MB"), (3 << 40, "3072.0 GB"),
+])
+def test_size_text(size, text):
+    assert convert.size_text(size) == text
+
+
+@pytest.mark.parametrize("version, text", [
+    (b"Z4", "Z4 (a ZEO 4 client, e.g. Plone 5.0 or 5.1)"),
+    (b"Z3101", "Z3101 (a ZEO 3 client, e.g. Plone 4)"),
+    (b"\xff\xfe", "\\xff\\xfe"),
+])
+def test_old_client_text(version, text):
+    assert acceptor.client_text(version) == text
+
+
+def test_warnings_once_per_host_and_interval(caplog, monkeypatch):
+    """At once, then at most once an interval per (host, reason), with
+    the number of repeats in between; other hosts are their own."""
+    clock = [1000.0]
+    monkeypatch.setattr(acceptor.time, "monotonic", lambda: clock[0])
+    warnings = acceptor.Warnings("client {peer} asked for {reason}")
+    with caplog.at_level(logging.WARNING, logger=acceptor.logger.name):
+        for port in range(5):
+            warnings.report(f"10.0.0.5:{port}", "Z4")
+        warnings.report("10.0.0.6:1", "Z4")
+        clock[0] += 61
+        warnings.report("10.0.0.5:9", "Z4")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "client 10.0.0.5:0 asked for Z4",
+        "client 10.0.0.6:1 asked for Z4",
+        "client 10.0.0.5:9 asked for Z4 (4 more from this host since the "
+        "last report)",
+    ]
+
+
+def test_encoding_argument():
+    options, status = convert.parse_arguments("")
+    assert (options.encoding, options.fallbacks) == ("utf-8", ["latin-1"])
+    options, _ = convert.parse_arguments(
+        "--encoding cp1252 --encoding-fallback latin-1 "
+        "--encoding-fallback ascii")
+    assert (options.encoding, options.fallbacks) == (
+        "cp1252", ["latin-1", "ascii"])
+    options, _ = convert.parse_arguments("--no-fallback")
+    assert options.fallbacks == []
+    assert convert.parse_arguments("--encoding klingon") == (None, 2)
