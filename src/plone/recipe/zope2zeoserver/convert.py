@@ -8,6 +8,7 @@ Until then the file is untouched.  ZODB is imported where a copy is
 checked.
 """
 
+import argparse
 import codecs
 import contextlib
 import os
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from plone.recipe.zope2zeoserver.arguments import ArgumentParser
+from plone.recipe.zope2zeoserver.arguments import parse_command
 from plone.recipe.zope2zeoserver.files import lock_holder
 from plone.recipe.zope2zeoserver.files import os_error_text
 from plone.recipe.zope2zeoserver.python2 import ORIGINAL_SUFFIX
@@ -42,7 +45,6 @@ class ConversionError(Exception):
 
 
 def parser():
-    from plone.recipe.zope2zeoserver.pack import ArgumentParser
     parser = ArgumentParser(
         prog=f"{os.path.basename(sys.argv[0])} convert-py3",
         description="Convert the storages that Python 2 wrote (FileStorage "
@@ -69,7 +71,6 @@ def parser():
 def parse_arguments(arg):
     """(options, None), or (None, exit status) after a usage error or
     help; options.fallbacks is the list of fallback encodings."""
-    from plone.recipe.zope2zeoserver.stats import parse_command
     options, status = parse_command(parser(), arg)
     if options is not None and options.fallbacks is None:
         options.fallbacks = [DEFAULT_FALLBACK]
@@ -78,7 +79,6 @@ def parse_arguments(arg):
 
 def encoding(name):
     """NAME if Python knows that codec (an argparse type)."""
-    import argparse
     try:
         codecs.lookup(name)
     except LookupError:

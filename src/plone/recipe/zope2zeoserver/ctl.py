@@ -540,7 +540,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
 
     def do_stats(self, arg):
         stats = statistics_client()
-        options, status = stats.parse_command(stats.stats_parser(), arg)
+        options, status = parse_command(stats.stats_parser(), arg)
         if options is None:
             return status
         try:
@@ -572,7 +572,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
 
     def do_check(self, arg):
         stats = statistics_client()
-        options, status = stats.parse_command(stats.check_parser(), arg)
+        options, status = parse_command(stats.check_parser(), arg)
         if options is None:
             return stats.UNKNOWN if status else stats.OK
         try:
@@ -610,6 +610,12 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def do_EOF(self, arg):
         print()
         return True
+
+
+def parse_command(parser, arg):
+    # Here, not at the top: argparse is for these commands only.
+    from plone.recipe.zope2zeoserver import arguments
+    return arguments.parse_command(parser, arg)
 
 
 def statistics_client():

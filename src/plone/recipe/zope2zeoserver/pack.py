@@ -5,7 +5,6 @@ serve the storage asked for, or refuses our TLS client certificate, is
 reported in one line within a bound.
 """
 
-import argparse
 import contextlib
 import logging
 import os
@@ -15,6 +14,8 @@ import sys
 import time
 
 from plone.recipe.zope2zeoserver import tlsclient
+from plone.recipe.zope2zeoserver.arguments import ArgumentParser
+from plone.recipe.zope2zeoserver.arguments import non_negative
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
 
@@ -24,13 +25,6 @@ CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage
 
 class PackError(Exception):
     """A problem the user can fix; its text is the whole message."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, reporting a usage error in one line (not usage + error)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
 def parse_args(args, defaults):
@@ -53,16 +47,6 @@ def parse_args(args, defaults):
         "--timeout", type=non_negative, default=CONNECT_TIMEOUT,
         help="seconds to wait for the server (default: %(default)s)")
     return parser.parse_args(args)
-
-
-def non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
 
 
 def check_reachable(address, tls=None):

@@ -10,7 +10,6 @@ need none of it.
 
 import json
 import os
-import shlex
 import socket
 import struct
 import sys
@@ -21,8 +20,8 @@ from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import tlsclient
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
-from plone.recipe.zope2zeoserver.pack import ArgumentParser
-from plone.recipe.zope2zeoserver.pack import non_negative
+from plone.recipe.zope2zeoserver.arguments import ArgumentParser
+from plone.recipe.zope2zeoserver.arguments import non_negative
 
 
 ASK_TIMEOUT = 5  # seconds stats and check wait for each step of an answer
@@ -222,15 +221,3 @@ def add_timeout(parser):
         metavar="SECONDS",
         help="give up when the server does not answer within this many "
              "seconds (default: %(default)s)")
-
-
-def parse_command(parser, arg):
-    """(options, None), or (None, exit status) once argparse has printed
-    help (0) or a usage error (2)."""
-    try:
-        return parser.parse_args(shlex.split(arg)), None
-    except ValueError as e:  # unbalanced quotes
-        print(f"{parser.prog}: {e}", file=sys.stderr)
-        return None, 2
-    except SystemExit as e:
-        return None, e.code
