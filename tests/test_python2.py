@@ -436,3 +436,27 @@ def test_convert_refuses_a_zrs_secondary(buildout):
     assert "convert the primary" in result.stderr
     assert digest(data) == digest(PY2_DATA / "Data.fs")
     assert not Path(f"{data}.py2").exists()
+
+
+def test_a_zeo_conf_files_storages_are_named_and_converted(buildout):
+    """With zeo-conf, the storages are the file's."""
+    data, other = copy_python2_data(buildout)
+    buildout.path("zeo.conf").write_text(textwrap.dedent(f"""\
+        <zeo>
+          address 127.0.0.1:{buildout.port}
+        </zeo>
+        <filestorage main>
+          path {other}
+        </filestorage>
+        """))
+    text = output(buildout.install("zeo-conf = zeo.conf"))
+    assert f"[zeo] {other} was written by Python 2" in text, text
+    assert str(data) not in text  # not the file-storage default's
+    result = buildout.ctl("convert-py3", timeout=300)
+    assert result.returncode == 0, output(result)
+    assert f"storage main: converting {other}" in result.stdout
+    assert data.read_bytes()[:4] == b"FS21"  # not this part's
+    start(buildout)
+    with client(("127.0.0.1", buildout.port), storage="main") as db:
+        with db.transaction() as conn:
+            assert conn.root()["name"] == "second storage é"
