@@ -140,3 +140,36 @@ def test_encoding_argument():
     options, _ = convert.parse_arguments("--no-fallback")
     assert options.fallbacks == []
     assert convert.parse_arguments("--encoding klingon") == (None, 2)
+
+
+def readme_option_reference():
+    """{option name: its text} of README.rst's option reference (the
+    definition lists of its Options section)."""
+    import re
+    text = (ROOT / "README.rst").read_text()
+    section = text.split("\nOptions\n-------\n", 1)[1].split(
+        "\nWhat changed from 1.x\n", 1)[0]
+    entries, names = {}, None
+    for line in section.splitlines():
+        if re.fullmatch(r"[a-z0-9-]+(, [a-z0-9-]+)*", line):
+            names = line.split(", ")
+            for name in names:
+                entries[name] = ""
+        elif names and (line.startswith(" ") or not line):
+            for name in names:
+                entries[name] += " " + line.strip()
+        else:
+            names = None
+    return entries
+
+
+def test_the_readme_documents_every_option_and_its_default():
+    from plone.recipe.zope2zeoserver.options import OPTIONS
+    entries = readme_option_reference()
+    assert sorted(entries) == sorted(option.name for option in OPTIONS)
+    for option in OPTIONS:
+        if option.default is not None:
+            default = option.default.replace("{var}", "var").replace(
+                "{part}", "<part>")
+            assert f"``{default}``" in " ".join(entries[option.name].split()), (
+                option.name, default)

@@ -1,9 +1,12 @@
 """Every option of a part, parsed and validated once into `Settings`.
 
-This module is the only place where an option's name, default and
-validation appear.  Bad input raises `zc.buildout.UserError` naming the
-part, the option and the value, so buildout stops before anything is
-written.
+Each option is one row of `OPTIONS`: its name, its default, the field of
+`Settings` it fills, how it is read and checked (a `Reader` method), and
+one line saying what it is.  `Settings`, the defaults and the warning
+about an unknown option come from that table, and a test holds README's
+option reference to it.  Bad input raises `zc.buildout.UserError` naming
+the part, the option and the value, so buildout stops before anything
+is written.
 """
 
 import dataclasses
@@ -51,68 +54,6 @@ MACHINE_KEYS = {
     "develop-eggs-directory", "find-links", "index", "location",
     "control-script",
 }
-
-# option name -> default (as text, the way buildout.cfg would spell it).
-# ``None`` means "not set".  Path defaults are relative to the buildout
-# directory; ``{var}`` and ``{part}`` are filled in per part.
-DEFAULTS = {
-    "zope2-location": None,
-    "zeopack": None,
-    "zeopack-script-name": "zeopack",
-    "repozo": None,
-    "repozo-script-name": "repozo",
-    "zeo-conf": None,
-    "zeo-address": "8100",
-    "monitor-address": None,
-    "metrics-address": None,
-    "effective-user": None,
-    "invalidation-queue-size": "100",
-    "invalidation-age": None,
-    "transaction-timeout": None,
-    "read-only": "false",
-    "client-conflict-resolution": "false",
-    "msgpack": None,
-    "var": "var",
-    "zeo-log": "{var}/log/{part}.log",
-    "zeo-log-format": "%(asctime)s %(message)s",
-    "zeo-log-custom": None,
-    "zeo-log-level": "info",
-    "zeo-log-max-size": None,
-    "zeo-log-old-files": None,
-    "storage-number": "1",
-    "file-storage": "{var}/filestorage/Data.fs",
-    "blob-storage": None,
-    "socket-name": "{var}/zeo.zdsock",
-    "pid-file": "{var}/{part}.pid",
-    "pack-days": "1",
-    "pack-gc": "true",
-    "pack-keep-old": "true",
-    "zeo-conf-additional": None,
-    "start-timeout": "30",
-    "stop-timeout": "30",
-    "systemd-unit": "false",
-    "relative-paths": None,
-    "eggs": None,
-    "extra-paths": None,
-    "initialization": None,
-    "ssl-certificate": None,
-    "ssl-key": None,
-    "authentication-database": None,
-    "authentication-realm": None,  # accepted for 1.x buildouts; unused
-    "tls-generate": "false",
-    "tls-directory": "{var}/tls",
-    "tls-clients": "zope",
-    "pack-ssl-certificate": None,
-    "pack-ssl-key": None,
-    "pack-user": None,
-    "pack-password": None,
-    "replicate-to": None,
-    "replicate-from": None,
-    "keep-alive-delay": None,
-    "upstream-address": None,
-    "upstream-cache-size": None,
-}
-
 
 def user_error(part, option, value, why):
     """The one-line error for option OPTION = VALUE of part PART."""
@@ -185,62 +126,9 @@ class TLS:
         return checks
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """One part's configuration, every value checked and paths absolute."""
-
-    part: str
-    buildout_dir: str
-    part_dir: str
-    bin_dir: str
-    var: str
-    zope2_location: str
-    zeopack: str          # '' = no script, None = ours, else script to wrap
-    zeopack_script_name: str
-    repozo: str           # '' = no script, None = ZODB's, else script to wrap
-    repozo_script_name: str
-    zeo_conf: str         # user's zeo.conf to %include, or None
-    address: Address
-    monitor_address: Address  # or None: no monitor server
-    metrics_address: Address  # or None: no metrics endpoint
-    effective_user: str
-    invalidation_queue_size: int
-    invalidation_age: float
-    transaction_timeout: int
-    read_only: bool
-    client_conflict_resolution: bool
-    msgpack: bool
-    zeo_log: str
-    zeo_log_format: str
-    zeo_log_custom: str
-    zeo_log_level: str
-    zeo_log_max_size: str
-    zeo_log_old_files: int
-    storage_number: str
-    file_storage: str
-    blob_storage: str
-    socket_name: str
-    pid_file: str
-    pack_days: float
-    pack_gc: bool
-    pack_keep_old: bool
-    zeo_conf_additional: str
-    start_timeout: int
-    stop_timeout: int
-    systemd_unit: bool    # write parts/<part>/etc/<part>.service
-    relative_paths: str   # buildout directory when on, else ''
-    eggs: tuple
-    extra_paths: tuple
-    initialization: str
-    tls: TLS              # None: the server speaks plain ZEO
-    replicate_to: Address    # ZRS primary: secondaries connect here; or None
-    replicate_from: Address  # ZRS secondary of the primary there; or None
-    keep_alive_delay: int    # seconds between a secondary's keep-alives
-    upstream: Address        # fan-out: serve this ZEO server's storage
-    upstream_cache_size: str  # the fan-out's client cache size, e.g. 200MB
-    # zeo-conf: what the file makes the server use (zeoconf.ServerConf);
-    # the fields above that it decides are taken from it.
-    server_conf: object = None
+class SettingsBase:
+    """What a part's `Settings` can tell besides its fields (which come
+    from `OPTIONS`)."""
 
     @property
     def replicates(self):
@@ -499,15 +387,48 @@ class Reader:
                       "or a number of bytes")
         return value
 
-    def relative_paths(self):
+    def relative_paths(self, option):
+        """The buildout directory when on, else ''; buildout's own
+        setting by default."""
         value = self.options.get(
-            "relative-paths", self.buildout_options.get("relative-paths",
-                                                        "false"))
+            option, self.buildout_options.get(option, "false"))
         if value.strip().lower() in TRUE_WORDS:
             return self.buildout_dir
         if value.strip().lower() in FALSE_WORDS:
             return ""
-        self.fail("relative-paths", value, "expected true or false")
+        self.fail(option, value, "expected true or false")
+
+    def base_directory(self, option):
+        """var: the path defaults of other options start there."""
+        self.var = self.path(option)
+        return self.var
+
+    def script(self, option):
+        """zeopack, repozo: `script_source`, where 1.5 took a Zope 2
+        checkout's ZODBTools script by default."""
+        return zope2_default(self.script_source(option, option),
+                             self.existing_path("zope2-location"), option)
+
+    def log_level(self, option):
+        value = self.text(option).lower()
+        if value not in LOG_LEVELS and not value.isdigit():
+            self.fail(option, value, "expected one of " + ", ".join(
+                LOG_LEVELS))
+        return value
+
+    def storage_name(self, option):
+        value = self.text(option)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value or ""):
+            self.fail(option, value,
+                      "a storage name is letters, digits, '.', '_' or '-'")
+        return value
+
+    def directories(self, option):
+        return tuple(os.path.join(self.buildout_dir, line)
+                     for line in self.lines(option))
+
+    def code(self, option):
+        return self.raw(option) or ""
 
     def tls(self):
         """The TLS settings, or None when the server speaks plain ZEO.
@@ -600,9 +521,165 @@ class Reader:
             if key in DEFAULTS or key in MACHINE_KEYS:
                 continue
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = (f"; did you mean {close[0]!r} "
+                    f"({OPTIONS_BY_NAME[close[0]].doc})?" if close else "")
             logger.warning("[%s] unknown option %r is ignored%s",
                            self.name, key, hint)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of a part: its NAME and DEFAULT as buildout.cfg spells
+    them (None: unset; {var} and {part} are filled in per part), the
+    `Settings` FIELD it fills with READ(reader, name), of type KIND, and
+    what it is in one line (DOC).  Without a field it is read together
+    with others (the TLS options, by `Reader.tls`) or only checked."""
+
+    name: str
+    default: str
+    doc: str
+    field: str = None
+    read: object = None
+    kind: object = str
+
+
+def integer(minimum):
+    return lambda reader, option: reader.integer(option, minimum)
+
+
+def number(minimum):
+    return lambda reader, option: reader.number(option, minimum)
+
+
+R = Reader
+
+# Every option, in the order they are read: var first (the path
+# defaults name it), zope2-location before the scripts.  README.rst's
+# option reference documents each of them (test_units checks).
+OPTIONS = (
+    Option("var", "var", "base directory of the default paths", "var",
+           R.base_directory),
+    Option("zope2-location", None, "a Zope 2 checkout whose lib/python and "
+           "ZODBTools scripts to use", "zope2_location", R.existing_path),
+    Option("zeopack", None, "zeopack script to wrap; empty: no bin/zeopack "
+           "(unset: the recipe's)", "zeopack", R.script),
+    Option("zeopack-script-name", "zeopack", "bin/zeopack's name",
+           "zeopack_script_name", R.script_name),
+    Option("repozo", None, "repozo script to wrap; empty: no bin/repozo "
+           "(unset: ZODB's)", "repozo", R.script),
+    Option("repozo-script-name", "repozo", "bin/repozo's name",
+           "repozo_script_name", R.script_name),
+    Option("zeo-conf", None, "a zeo.conf of your own, used instead of the "
+           "generated one", "zeo_conf", R.existing_path),
+    Option("zeo-address", "8100", "where the server listens", "address",
+           R.address, Address),
+    Option("monitor-address", None, "where 1.x's statistics text is served",
+           "monitor_address", R.optional_address, Address),
+    Option("metrics-address", None, "where Prometheus metrics are served",
+           "metrics_address", R.optional_address, Address),
+    Option("effective-user", None, "the user the server runs as when "
+           "started by root", "effective_user", R.user),
+    Option("invalidation-queue-size", "100", "invalidations kept for "
+           "reconnecting clients", "invalidation_queue_size", integer(0),
+           int),
+    Option("invalidation-age", None, "seconds invalidations are kept too",
+           "invalidation_age", number(0), float),
+    Option("transaction-timeout", None, "seconds a commit may hold the "
+           "storage lock", "transaction_timeout", integer(1), int),
+    Option("read-only", "false", "serve the storage read-only", "read_only",
+           R.boolean, bool),
+    Option("client-conflict-resolution", "false", "clients resolve "
+           "conflicts instead of the server", "client_conflict_resolution",
+           R.boolean, bool),
+    Option("msgpack", None, "speak msgpack to clients", "msgpack", R.boolean,
+           bool),
+    Option("zeo-log", "{var}/log/{part}.log", "the server's log file",
+           "zeo_log", R.path),
+    Option("zeo-log-format", "%(asctime)s %(message)s", "format of log "
+           "lines", "zeo_log_format", R.text),
+    Option("zeo-log-custom", None, "a log handler section replacing the "
+           "log file", "zeo_log_custom", R.raw),
+    Option("zeo-log-level", "info", "the log level", "zeo_log_level",
+           R.log_level),
+    Option("zeo-log-max-size", None, "rotate the log at this size",
+           "zeo_log_max_size", R.log_size),
+    Option("zeo-log-old-files", None, "rotated logs kept",
+           "zeo_log_old_files", integer(0), int),
+    Option("storage-number", "1", "the storage's name", "storage_number",
+           R.storage_name),
+    Option("file-storage", "{var}/filestorage/Data.fs", "the database file",
+           "file_storage", R.path),
+    Option("blob-storage", None, "the blob directory", "blob_storage",
+           R.path),
+    Option("socket-name", "{var}/zeo.zdsock", "zdaemon's control socket",
+           "socket_name", R.path),
+    Option("pid-file", "{var}/{part}.pid", "the server's pid file",
+           "pid_file", R.path),
+    Option("pack-days", "1", "days of history bin/zeopack keeps",
+           "pack_days", number(0), float),
+    Option("pack-gc", "true", "garbage-collect when packing", "pack_gc",
+           R.boolean, bool),
+    Option("pack-keep-old", "true", "keep the pre-pack file as Data.fs.old",
+           "pack_keep_old", R.boolean, bool),
+    Option("zeo-conf-additional", None, "lines added to the generated "
+           "zeo.conf", "zeo_conf_additional", R.raw),
+    Option("start-timeout", "30", "seconds start waits for the server",
+           "start_timeout", integer(1), int),
+    Option("stop-timeout", "30", "seconds the server gets to stop",
+           "stop_timeout", integer(1), int),
+    Option("systemd-unit", "false", "also write a systemd unit",
+           "systemd_unit", R.boolean, bool),
+    Option("relative-paths", None, "scripts and zeo.conf follow a moved "
+           "buildout", "relative_paths", R.relative_paths),
+    Option("eggs", None, "more eggs on the server's path", "eggs", R.lines,
+           tuple),
+    Option("extra-paths", None, "more directories on the server's path",
+           "extra_paths", R.directories, tuple),
+    Option("initialization", None, "Python code run first in every script",
+           "initialization", R.code),
+    Option("ssl-certificate", None, "the server's TLS certificate"),
+    Option("ssl-key", None, "the server's TLS key"),
+    Option("authentication-database", None, "the client certificates (or "
+           "CAs) the server trusts"),
+    Option("authentication-realm", None, "accepted for 1.x buildouts; "
+           "unused"),
+    Option("tls-generate", "false", "make the missing certificates and "
+           "keys"),
+    Option("tls-directory", "{var}/tls", "where tls-generate makes them"),
+    Option("tls-clients", "zope", "the client certificates tls-generate "
+           "makes"),
+    Option("pack-ssl-certificate", None, "bin/zeopack's client "
+           "certificate"),
+    Option("pack-ssl-key", None, "bin/zeopack's client key"),
+    Option("pack-user", None, "1.x's password authentication; ignored or "
+           "refused"),
+    Option("pack-password", None, "1.x's password authentication; ignored "
+           "or refused"),
+    Option("replicate-to", None, "ZRS primary: secondaries connect here",
+           "replicate_to", R.optional_address, Address),
+    Option("replicate-from", None, "ZRS secondary of the primary there",
+           "replicate_from", R.server_address, Address),
+    Option("keep-alive-delay", None, "seconds between a secondary's "
+           "keep-alives", "keep_alive_delay", integer(0), int),
+    Option("upstream-address", None, "fan-out: serve this ZEO server's "
+           "storage", "upstream", R.server_address, Address),
+    Option("upstream-cache-size", None, "the fan-out's client cache size",
+           "upstream_cache_size", R.log_size),
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+DEFAULTS = {option.name: option.default for option in OPTIONS}
+
+# One part's configuration, every value checked and paths absolute: a
+# field per option that has one, and those that are not options.
+Settings = dataclasses.make_dataclass("Settings", [
+    ("part", str), ("buildout_dir", str), ("part_dir", str),
+    ("bin_dir", str),
+    *((option.field, option.kind) for option in OPTIONS if option.field),
+    ("tls", TLS),  # from the TLS options; None: plain ZEO
+    # zeo-conf: what the file makes the server use (zeoconf.ServerConf);
+    # the fields it decides are taken from it.
+    ("server_conf", object, dataclasses.field(default=None)),
+], bases=(SettingsBase,), frozen=True)
 
 
 def read_settings(buildout, name, options, read_zeo_conf):
@@ -611,70 +688,14 @@ def read_settings(buildout, name, options, read_zeo_conf):
     with zeo-conf: the file decides what the server uses."""
     r = Reader(buildout, name, options)
     r.warn_unknown()
-    var = r.var = r.path("var")
-    log_level = r.text("zeo-log-level").lower()
-    if log_level not in LOG_LEVELS and not log_level.isdigit():
-        r.fail("zeo-log-level", log_level,
-               "expected one of " + ", ".join(LOG_LEVELS))
-    storage_number = r.text("storage-number")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", storage_number or ""):
-        r.fail("storage-number", storage_number,
-               "a storage name is letters, digits, '.', '_' or '-'")
-    zope2_location = r.existing_path("zope2-location")
-
     settings = Settings(
         part=name,
         buildout_dir=r.buildout_dir,
         part_dir=os.path.join(buildout["buildout"]["parts-directory"], name),
         bin_dir=buildout["buildout"]["bin-directory"],
-        var=var,
-        zope2_location=zope2_location,
-        zeopack=zope2_default(r.script_source("zeopack", "zeopack"),
-                              zope2_location, "zeopack"),
-        zeopack_script_name=r.script_name("zeopack-script-name"),
-        repozo=zope2_default(r.script_source("repozo", "repozo"),
-                             zope2_location, "repozo"),
-        repozo_script_name=r.script_name("repozo-script-name"),
-        zeo_conf=r.existing_path("zeo-conf"),
-        address=r.address(),
-        monitor_address=r.optional_address("monitor-address"),
-        metrics_address=r.optional_address("metrics-address"),
-        effective_user=r.user("effective-user"),
-        invalidation_queue_size=r.integer("invalidation-queue-size", 0),
-        invalidation_age=r.number("invalidation-age", 0),
-        transaction_timeout=r.integer("transaction-timeout", 1),
-        read_only=r.boolean("read-only"),
-        client_conflict_resolution=r.boolean("client-conflict-resolution"),
-        msgpack=r.boolean("msgpack"),
-        zeo_log=r.path("zeo-log"),
-        zeo_log_format=r.text("zeo-log-format"),
-        zeo_log_custom=r.raw("zeo-log-custom"),
-        zeo_log_level=log_level,
-        zeo_log_max_size=r.log_size("zeo-log-max-size"),
-        zeo_log_old_files=r.integer("zeo-log-old-files", 0),
-        storage_number=storage_number,
-        file_storage=r.path("file-storage"),
-        blob_storage=r.path("blob-storage"),
-        socket_name=r.path("socket-name"),
-        pid_file=r.path("pid-file"),
-        pack_days=r.number("pack-days", 0),
-        pack_gc=r.boolean("pack-gc"),
-        pack_keep_old=r.boolean("pack-keep-old"),
-        zeo_conf_additional=r.raw("zeo-conf-additional"),
-        start_timeout=r.integer("start-timeout", 1),
-        stop_timeout=r.integer("stop-timeout", 1),
-        systemd_unit=r.boolean("systemd-unit"),
-        relative_paths=r.relative_paths(),
-        eggs=r.lines("eggs"),
-        extra_paths=tuple(os.path.join(r.buildout_dir, p)
-                          for p in r.lines("extra-paths")),
-        initialization=r.raw("initialization") or "",
+        **{option.field: option.read(r, option.name)
+           for option in OPTIONS if option.field},
         tls=r.tls(),
-        replicate_to=r.optional_address("replicate-to"),
-        replicate_from=r.server_address("replicate-from"),
-        keep_alive_delay=r.integer("keep-alive-delay", 0),
-        upstream=r.server_address("upstream-address"),
-        upstream_cache_size=r.log_size("upstream-cache-size"),
     )
     if settings.zeo_conf:
         settings = following(settings, read_zeo_conf(settings))
