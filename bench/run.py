@@ -160,7 +160,7 @@ def bench_control(ctx):
                   ref.name, m[ref.name, "stop"], 0.4),
         Row("`status`", fmt(m[ours.name, "status"]), ref.name,
             fmt(m[ref.name, "status"]), fmt(m[ours.name, "status"]),
-            "<= 0.2 s", m[ours.name, "status"] <= 0.2),
+            "<= 0.05 s", m[ours.name, "status"] <= 0.05),
     ]
 
 

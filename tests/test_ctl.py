@@ -10,7 +10,7 @@ import time
 
 
 from conftest import (accepts, alive, commit, imports, output,
-                      processes_using, read, wait_for)
+                      processes_using, read, start, wait_for)
 
 
 def address(buildout):
@@ -138,11 +138,17 @@ def test_everyday_commands_import_only_what_they_need(buildout):
                 "plone.recipe.zope2zeoserver.zeoconf",
                 "plone.recipe.zope2zeoserver.options",
                 "plone.recipe.zope2zeoserver.recipe", "zc.buildout"}
+    # status answers from parts/zeo/etc/resolved.conf: without zdaemon,
+    # ZConfig or ZEO, at about the cost of starting Python.
+    heavy = {"plone.recipe.zope2zeoserver.ctl", "zdaemon", "ZConfig", "ZEO"}
     for command, status in (("status", 3), ("start", 0), ("status", 0),
                             ("stop", 0)):
         result, errors, modules = imports(buildout, "zeo", command)
         assert result.returncode == status, result.stdout + errors
-        assert "plone.recipe.zope2zeoserver.ctl" in modules
+        if command == "status":
+            assert not modules & heavy, modules & heavy
+        else:
+            assert "plone.recipe.zope2zeoserver.ctl" in modules
         assert not modules & unwanted, (command, modules & unwanted)
     # stats does import them.
     result, errors, modules = imports(buildout, "zeo", "stats")
@@ -311,3 +317,32 @@ def test_supervisor_mode(buildout):
     result = buildout.ctl("help")
     assert result.returncode == 0, output(result)
     assert re.search(r"\bconsole\b", result.stdout), result.stdout
+
+
+def test_status_follows_an_edited_zeo_conf_file(buildout):
+    """resolved.conf counts only while it is newer than the zeo-conf
+    file: after an edit status reads zeo.conf again, and the next
+    bin/buildout writes resolved.conf anew."""
+    conf = buildout.path("my-zeo.conf")
+    conf.write_text(f"<zeo>\n  address 127.0.0.1:{buildout.port}\n</zeo>\n"
+                    f"<filestorage 1>\n  path {buildout.dir}/var/Data.fs\n"
+                    "</filestorage>\n")
+    buildout.install("zeo-conf = my-zeo.conf")
+    resolved = buildout.path("parts", "zeo", "etc", "resolved.conf")
+    assert f"address 127.0.0.1 {buildout.port}" in resolved.read_text()
+    start(buildout)
+    result, errors, modules = imports(buildout, "zeo", "status")
+    assert result.returncode == 0, result.stdout + errors
+    assert "plone.recipe.zope2zeoserver.ctl" not in modules
+    assert buildout.ctl("stop").returncode == 0
+
+    time.sleep(0.01)
+    conf.write_text(conf.read_text().replace(
+        "</zeo>", f"  pid-filename {buildout.dir}/var/other.pid\n</zeo>"))
+    result, errors, modules = imports(buildout, "zeo", "status")
+    assert result.returncode == 3, result.stdout + errors
+    assert "plone.recipe.zope2zeoserver.ctl" in modules  # zeo.conf read
+    buildout.run()
+    assert f"pid-file {buildout.dir}/var/other.pid" in resolved.read_text()
+    result, errors, modules = imports(buildout, "zeo", "status")
+    assert "plone.recipe.zope2zeoserver.ctl" not in modules

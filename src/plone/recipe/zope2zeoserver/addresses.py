@@ -54,3 +54,15 @@ def remove_stale_socket(path):
             os.unlink(path)
             return
     raise OSError(errno.EADDRINUSE, "in use")
+
+
+def can_connect(address):
+    """True if something accepts connections on ADDRESS (zeo.conf form)."""
+    family, address = client_address(address)
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(address)
+        except OSError:
+            return False
+    return True

@@ -18,22 +18,21 @@ import zdaemon.zdoptions
 
 import ZEO
 
+from plone.recipe.zope2zeoserver import processes
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
-from plone.recipe.zope2zeoserver.addresses import client_address
+from plone.recipe.zope2zeoserver.addresses import can_connect
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.files import user_entry
+from plone.recipe.zope2zeoserver.processes import MANAGED_ENV
+from plone.recipe.zope2zeoserver.processes import STATUS_NOT_RUNNING
+from plone.recipe.zope2zeoserver.processes import manager_command
+from plone.recipe.zope2zeoserver.processes import running
 from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
 
 
 POLL = 0.01  # seconds between status polls (zdctl sleeps a whole second)
-STATUS_NOT_RUNNING = 3  # LSB: program is not running
-STATUS_UNKNOWN = 4  # LSB: status unknown (status given wrong arguments)
 USAGE = 2  # a command given wrong arguments
-# Set in the environment of the zdaemon manager, so of the server it
-# starts: a server with it whose manager does not answer lost its manager
-# (kill -9); one without it runs in the foreground under another manager.
-MANAGED_ENV = "ZOPE2ZEOSERVER_MANAGED"
 # Commands that start the server; under supervisord (SUPERVISOR_ENABLED)
 # each runs it in the foreground, as 1.x did.  console: zope2instance's
 # verb, which supervisord programs written for 1.x use.
@@ -335,51 +334,20 @@ class Commands(zdaemon.zdctl.ZDCmd):
         return self.wait_until_ready(deadline, marks)
 
     def do_status(self, arg=""):
-        if arg.strip() not in ("", "-l"):
-            print(f"status: unknown argument {arg.strip()!r}; use status or "
-                  "status -l", file=sys.stderr)
-            return STATUS_UNKNOWN
-        for name, role in self.roles().items():
-            print(f"storage {name}: {replication.role_text(role)}")
-        self.get_status()
-        pid, managed = (None, False) if self.zd_up else self.server_process()
-        if pid and managed:
-            print("program running without its daemon manager (it was "
-                  f"killed); pid={pid}; start or restart puts it under a "
-                  "new one")
-            return 0
-        if pid:
-            print(f"program running in the foreground, not under zdaemon; "
-                  f"pid={pid}")
-            return 0
-        super().do_status(arg.strip())
-        return 0 if self.zd_pid else STATUS_NOT_RUNNING
+        return processes.status(
+            arg, self.role_lines(), self.options.sockname,
+            self.options.configroot.zeo.pid_filename, self.options.program[0],
+            self.accepts_connections)
+
+    def role_lines(self):
+        return [f"storage {name}: {replication.role_text(role)}"
+                for name, role in self.roles().items()]
 
     def server_process(self):
-        """(pid, managed): the part's server process named by its pid
-        file, or (None, False).  MANAGED: a zdaemon manager started it.
-
-        The pid counts only if that process runs this part's runzeo: after
-        a kill -9 the pid file stays behind, and its pid may belong to an
-        unrelated process by now, which must never be signalled.  Without
-        /proc (not Linux) a live pid whose address answers counts, as a
-        server run in the foreground.
-        """
-        try:
-            with open(self.options.configroot.zeo.pid_filename) as f:
-                pid = int(f.read())
-        except (OSError, ValueError, TypeError):
-            return None, False
-        if not os.path.isdir("/proc/self"):
-            found = running(pid) and self.accepts_connections()
-            return (pid if found else None), False
-        arguments = proc_file(pid, "cmdline").split(b"\0")
-        program = os.path.realpath(self.options.program[0])
-        if not any(os.path.realpath(os.fsdecode(a)) == program
-                   for a in arguments if a) or not running(pid):
-            return None, False
-        environment = proc_file(pid, "environ").split(b"\0")
-        return pid, f"{MANAGED_ENV}=1".encode() in environment
+        """(pid, managed) of the part's server (`processes.server_process`)."""
+        return processes.server_process(
+            self.options.configroot.zeo.pid_filename,
+            self.options.program[0], self.accepts_connections)
 
     def stop_orphan(self, pid):
         """Stop the server PID that no manager watches any more as zdaemon
@@ -663,43 +631,6 @@ def failure_reason(lines):
     return None
 
 
-def manager_command(pid, verb):
-    """How to VERB (stop, restart) the server PID that a process manager
-    runs in the foreground: supervisord's own command where the
-    variables it sets in its programs' environment name the program."""
-    environment = dict(
-        entry.split(b"=", 1) for entry in proc_file(pid, "environ").split(b"\0")
-        if b"=" in entry)
-    name = environment.get(b"SUPERVISOR_PROCESS_NAME", b"").decode()
-    if name:
-        group = environment.get(b"SUPERVISOR_GROUP_NAME", b"").decode()
-        program = name if group in ("", name) else f"{group}:{name}"
-        return f"{verb} it with supervisorctl {verb} {program}"
-    return f"{verb} it with the process manager that started it"
-
-
-def proc_file(pid, name):
-    """/proc/PID/NAME, or b"" when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/{name}", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def running(pid):
-    """True while PID runs; a zombie (dead, waiting to be reaped by a
-    parent that may never do so) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    state = proc_file(pid, "stat").rpartition(b")")[2].split()
-    return not state or state[0] != b"Z"
-
-
 def manager_failed():
     """True if the zdaemon manager `start` spawned exited with an error
     (it already said why on stderr).  Its parent half exits 0 once the
@@ -771,18 +702,6 @@ def check_runs_as(entry, directories=(), problems=None):
         reason = lines[-1] if lines else f"exit status {result.returncode}"
     fail(f"effective-user {entry.pw_name!r} cannot run the server: {reason}; "
          f"make {sys.executable} and the eggs readable by that user")
-
-
-def can_connect(address):
-    """True if something accepts connections on ADDRESS (zeo.conf form)."""
-    family, address = client_address(address)
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        try:
-            s.connect(address)
-        except OSError:
-            return False
-    return True
 
 
 def tail(path, count):

@@ -17,6 +17,7 @@ from zc.buildout.buildout import bool_option
 
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
+from plone.recipe.zope2zeoserver import resolved
 from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver import zeoconf
 from plone.recipe.zope2zeoserver.files import user_entry
@@ -95,12 +96,14 @@ class Recipe:
         if settings.server_conf:
             self.check_directories()
             paths = [storage.path for storage in settings.storages]
+            config = self.read_zeo_conf(zeoconf.check, settings, conf_path)
         else:
             config = self.read_zeo_conf(zeoconf.check, settings, conf_path)
             # With zeo-conf-additional's storages.
             paths = [path for _, path, _ in
                      replication.file_storages(config.storages)]
         self.warn_python2_storages(paths)
+        self.write_resolved(config)
         self.check_neighbours()
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts()
@@ -130,6 +133,11 @@ class Recipe:
         self.make_tls()
         if self.settings.server_conf:  # read by __init__, on every run
             self.check_directories()
+        if resolved.read(resolved.path_beside(self.settings.zeo_conf_path),
+                         self.settings.buildout_dir) is None:
+            # A zeo-conf file edited since: status needs its values.
+            self.write_resolved(self.read_zeo_conf(
+                zeoconf.check, self.settings, self.settings.zeo_conf_path))
         # Without loading zeo.conf (a rerun must stay cheap): the paths of
         # zeo-conf-additional's storages are read from its text.
         self.warn_python2_storages(
@@ -140,6 +148,31 @@ class Recipe:
         # are only rewritten where their text changes.
         if self.changed_working_set is not None:
             self.write_scripts(self.changed_working_set)
+
+    def write_resolved(self, config):
+        """parts/<part>/etc/resolved.conf (see resolved.py) from CONFIG,
+        the part's zeo.conf as ZConfig read it."""
+        settings = self.settings
+
+        def spell(path):
+            return zeoconf.conf_path(settings, path)
+
+        address = config.zeo.address.address
+        items = [("source", spell(settings.zeo_conf_path))]
+        if settings.zeo_conf:
+            items.append(("source", spell(settings.zeo_conf)))
+        items += [
+            ("socket-name", spell(config.runner.socket_name)),
+            ("pid-file", spell(config.zeo.pid_filename)),
+            ("program", spell(config.runner.program[0])),
+            ("address", spell(address) if isinstance(address, str)
+             else f"{address[0]} {address[1]}")]
+        for opener in config.storages:
+            role = replication.role(opener)
+            if role:
+                items.append(("role", f"storage {opener.name}: "
+                              f"{replication.role_text(role)}"))
+        resolved.write(resolved.path_beside(settings.zeo_conf_path), items)
 
     def warn_python2_storages(self, paths):
         """A Data.fs that Python 2 wrote is refused by the server until it
@@ -282,7 +315,7 @@ class Recipe:
              "plone.recipe.zope2zeoserver.runzeo", "main",
              server_args + self.listener_arguments()),
             (self.name, settings.bin_dir,
-             "plone.recipe.zope2zeoserver.ctl", "main",
+             "plone.recipe.zope2zeoserver.control", "main",
              server_args + self.client_tls_argument()),
         ]
         if settings.zeopack != "":

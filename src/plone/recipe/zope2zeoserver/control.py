@@ -1,0 +1,34 @@
+"""bin/<part>: the control script's entry point.
+
+`status` is answered from the resolved configuration (resolved.py) at
+about the cost of starting Python; every other command, and `status`
+when that file is missing or stale, goes to ctl.py (zdaemon's commands
+on zeo.conf).
+"""
+
+import os
+import sys
+
+from plone.recipe.zope2zeoserver import processes
+from plone.recipe.zope2zeoserver import resolved
+from plone.recipe.zope2zeoserver.addresses import can_connect
+
+
+def main(zeo_conf, buildout_dir, args=None, tls=None):
+    """Entry point of bin/<part>, with ctl.main's arguments."""
+    if args is None:
+        args = sys.argv[1:]
+    if (args[:1] == ["status"] and os.name != "nt"
+            and not os.environ.get("DAEMON_MANAGER_MODE")):
+        conf = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
+        if conf is not None:
+            address = conf["address"][0]
+            if not address.startswith("/"):
+                host, port = address.rsplit(" ", 1)
+                address = (host, int(port))
+            return processes.status(
+                " ".join(args[1:]), conf.get("role", []),
+                conf["socket-name"][0], conf["pid-file"][0],
+                conf["program"][0], lambda: can_connect(address))
+    from plone.recipe.zope2zeoserver import ctl
+    return ctl.main(zeo_conf, buildout_dir, args, tls)
