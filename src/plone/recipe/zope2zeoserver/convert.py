@@ -4,8 +4,8 @@ converted with zodbupdate --convert-py3, safely.
 zodbupdate works on a copy, with the part's sys.path (so the rules of the
 application's eggs apply); the copy is checked with ZODB and fstest
 before it takes the file's place, and the original stays beside it.
-Until then the file is untouched.  ZODB is imported where a copy is
-checked.
+Until then the file is untouched.  Only convert-py3 imports this
+module, and ZODB only once a copy is to be checked.
 """
 
 import argparse
@@ -52,12 +52,12 @@ def parser():
                     "each original as FILE.py2.  The server must be "
                     "stopped.  Storages in Python 3 format are left alone.")
     parser.add_argument(
-        "--encoding", default=DEFAULT_ENCODING, type=encoding,
+        "--encoding", default=DEFAULT_ENCODING, type=encoding_name,
         help="encoding of Python 2 strings (default: %(default)s, what "
              "Plone and Zope stored)")
     parser.add_argument(
         "--encoding-fallback", dest="fallbacks", action="append",
-        type=encoding, metavar="ENCODING",
+        type=encoding_name, metavar="ENCODING",
         help="encoding tried where a rule of the application's eggs "
              "decodes a string that is not valid in --encoding (default: "
              f"{DEFAULT_FALLBACK}; give it more than once to try several)")
@@ -77,7 +77,7 @@ def parse_arguments(arg):
     return options, status
 
 
-def encoding(name):
+def encoding_name(name):
     """NAME if Python knows that codec (an argparse type)."""
     try:
         codecs.lookup(name)
