@@ -173,3 +173,22 @@ def test_the_readme_documents_every_option_and_its_default():
                 "{part}", "<part>")
             assert f"``{default}``" in " ".join(entries[option.name].split()), (
                 option.name, default)
+
+
+def test_resolved_conf_is_stale_once_a_source_is_newer(tmp_path):
+    import os
+    from plone.recipe.zope2zeoserver import resolved
+    source = tmp_path / "zeo.conf"
+    source.write_text("")
+    path = tmp_path / "resolved.conf"
+    resolved.write(str(path), [
+        ("source", f"$(ZOPE2ZEOSERVER_BUILDOUT)/{source.name}"),
+        ("pid-file", "$(ZOPE2ZEOSERVER_BUILDOUT)/var/zeo.pid"),
+        ("role", "storage 1: primary"), ("role", "storage 2: fan-out")])
+    found = resolved.read(str(path), str(tmp_path))
+    assert found["pid-file"] == [f"{tmp_path}/var/zeo.pid"]
+    assert found["role"] == ["storage 1: primary", "storage 2: fan-out"]
+    later = os.stat(path).st_mtime_ns + 10**9
+    os.utime(source, ns=(later, later))
+    assert resolved.read(str(path), str(tmp_path)) is None
+    assert resolved.read(str(tmp_path / "missing"), str(tmp_path)) is None

@@ -21,14 +21,21 @@ def main(zeo_conf, buildout_dir, args=None, tls=None):
     if (args[:1] == ["status"] and os.name != "nt"
             and not os.environ.get("DAEMON_MANAGER_MODE")):
         conf = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
-        if conf is not None:
-            address = conf["address"][0]
-            if not address.startswith("/"):
-                host, port = address.rsplit(" ", 1)
-                address = (host, int(port))
-            return processes.status(
-                " ".join(args[1:]), conf.get("role", []),
-                conf["socket-name"][0], conf["pid-file"][0],
-                conf["program"][0], lambda: can_connect(address))
+        try:
+            return quick_status(conf, " ".join(args[1:]))
+        except (TypeError, KeyError, ValueError):
+            pass  # none, or not what this version writes: ask ctl
     from plone.recipe.zope2zeoserver import ctl
     return ctl.main(zeo_conf, buildout_dir, args, tls)
+
+
+def quick_status(conf, arg):
+    """`processes.status` from CONF (`resolved.read`)."""
+    address = conf["address"][0]
+    if not address.startswith("/"):
+        host, port = address.rsplit(" ", 1)
+        address = (host, int(port))
+    return processes.status(
+        arg, conf.get("role", []), conf["socket-name"][0],
+        conf["pid-file"][0], conf["program"][0],
+        lambda: can_connect(address))

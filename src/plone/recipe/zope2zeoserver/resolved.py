@@ -6,9 +6,8 @@ for the commands that should not pay for reading it.
 while it is newer than zeo.conf and the zeo-conf file, so an edited
 zeo-conf file is never answered for with stale values (the control
 script then reads zeo.conf itself, and the next bin/buildout writes it
-again).  One "key value" a line;
-paths inside the buildout may start with $(ZOPE2ZEOSERVER_BUILDOUT),
-as in zeo.conf.  Standard library only.
+again).  One "key value" a line; paths inside the buildout may start
+with $(ZOPE2ZEOSERVER_BUILDOUT), as in zeo.conf.  Standard library only.
 """
 
 import os
