@@ -154,6 +154,13 @@ def test_everyday_commands_import_only_what_they_need(buildout):
     result, errors, modules = imports(buildout, "zeo", "stats")
     assert result.returncode == 3, result.stdout + errors
     assert "plone.recipe.zope2zeoserver.stats" in modules
+    # check too, but asks the address from resolved.conf, not zeo.conf.
+    result, errors, modules = imports(buildout, "zeo", "check")
+    assert result.returncode == 2, result.stdout + errors  # CRITICAL
+    assert "not running" in result.stdout
+    # (The figures' judgement needs ZEO.monitor, so ZEO, but not ZODB.)
+    assert not modules & (heavy - {"ZEO"}), modules & heavy
+    assert not modules & {"ZODB", "asyncio", "importlib.metadata"}
 
 
 def test_unknown_and_missing_command(buildout):

@@ -192,3 +192,16 @@ def test_resolved_conf_is_stale_once_a_source_is_newer(tmp_path):
     os.utime(source, ns=(later, later))
     assert resolved.read(str(path), str(tmp_path)) is None
     assert resolved.read(str(tmp_path / "missing"), str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("when", [
+    (1900, 1, 1, 0, 0, 0.0), (2015, 6, 1, 12, 0, 1.5),
+    (2026, 12, 1, 19, 59, 59.999), (2024, 2, 29, 23, 30, 7.25)])
+def test_tid_time_is_zodbs(when):
+    """figures.tid_time agrees with ZODB's TimeStamp, without importing
+    ZODB (check runs every minute)."""
+    from persistent.timestamp import TimeStamp
+    from plone.recipe.zope2zeoserver import figures
+    tid = TimeStamp(*when).raw()
+    assert figures.tid_time(tid) == pytest.approx(
+        TimeStamp(tid).timeTime(), abs=1e-6)

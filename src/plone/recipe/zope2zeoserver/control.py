@@ -1,9 +1,9 @@
 """bin/<part>: the control script's entry point.
 
 `status` is answered from the resolved configuration (resolved.py) at
-about the cost of starting Python; every other command, and `status`
-when that file is missing or stale, goes to ctl.py (zdaemon's commands
-on zeo.conf).
+about the cost of starting Python, and `check` from its address; every
+other command, and these two when that file is missing or stale, goes to
+ctl.py (zdaemon's commands on zeo.conf).
 """
 
 import os
@@ -18,10 +18,14 @@ def main(zeo_conf, buildout_dir, args=None, tls=None):
     """Entry point of bin/<part>, with ctl.main's arguments."""
     if args is None:
         args = sys.argv[1:]
-    if (args[:1] == ["status"] and os.name != "nt"
+    if (args[:1] in (["status"], ["check"]) and os.name != "nt"
             and not os.environ.get("DAEMON_MANAGER_MODE")):
         conf = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
         try:
+            if args[0] == "check":
+                address = server_address(conf)  # before importing stats
+                from plone.recipe.zope2zeoserver import stats
+                return stats.check_command(address, " ".join(args[1:]), tls)
             return quick_status(conf, " ".join(args[1:]))
         except (TypeError, KeyError, ValueError):
             pass  # none, or not what this version writes: ask ctl
@@ -29,12 +33,18 @@ def main(zeo_conf, buildout_dir, args=None, tls=None):
     return ctl.main(zeo_conf, buildout_dir, args, tls)
 
 
+def server_address(conf):
+    """The server's address in CONF (`resolved.read`), as zeo.conf's."""
+    address = conf["address"][0]
+    if address.startswith("/"):
+        return address
+    host, port = address.rsplit(" ", 1)
+    return host, int(port)
+
+
 def quick_status(conf, arg):
     """`processes.status` from CONF (`resolved.read`)."""
-    address = conf["address"][0]
-    if not address.startswith("/"):
-        host, port = address.rsplit(" ", 1)
-        address = (host, int(port))
+    address = server_address(conf)
     return processes.status(
         arg, conf.get("role", []), conf["socket-name"][0],
         conf["pid-file"][0], conf["program"][0],

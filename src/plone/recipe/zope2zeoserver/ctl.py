@@ -539,22 +539,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         statistics_client().stats_parser().print_help()
 
     def do_check(self, arg):
-        stats = statistics_client()
-        options, status = parse_command(stats.check_parser(), arg)
-        if options is None:
-            return stats.UNKNOWN if status else stats.OK
-        try:
-            statuses = stats.server_statuses(self.address, options.timeout,
-                                             self.tls)
-        except stats.NoAnswer as e:
-            return stats.report(stats.CRITICAL, str(e))
-        try:
-            return stats.report(*stats.health(
-                statuses, options.lock_warning, options.lock_critical))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            return stats.report(
-                stats.UNKNOWN, "unexpected statistics from the server at "
-                f"{self.address_text()}: {e!r}")
+        return statistics_client().check_command(self.address, arg, self.tls)
 
     def help_check(self):
         statistics_client().check_parser().print_help()

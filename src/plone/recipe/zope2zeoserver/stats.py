@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 
-from plone.recipe.zope2zeoserver import monitor
+from plone.recipe.zope2zeoserver import figures
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver import tlsclient
 from plone.recipe.zope2zeoserver.addresses import client_address
@@ -97,22 +97,22 @@ def receive_exactly(sock, size):
 
 def json_text(where, statuses, roles, now=None):
     """`stats --json`: the figures of each storage of the server at WHERE
-    (`figures`); ROLES: {storage name: role} from zeo.conf."""
+    (`storage_figures`); ROLES: {storage name: role} from zeo.conf."""
     now = time.time() if now is None else now
     return json.dumps({
         "address": where,
         "time": now,
-        "storages": {name: figures(status, now, roles.get(name))
+        "storages": {name: storage_figures(status, now, roles.get(name))
                      for name, status in statuses.items()},
     }, indent=2, sort_keys=True)
 
 
-def figures(status, now, role=None):
+def storage_figures(status, now, role=None):
     """`stats --json` of one storage: the monitor's figures; for a
     storage that is replicated or fans out (ROLE), its role and the
     replication state the server reports (a primary's or a secondary's,
     or null)."""
-    values = monitor.figures(status, now)
+    values = figures.figures(status, now)
     if role:
         values["role"] = role
         values["replication"] = status.get("replication")
@@ -127,14 +127,14 @@ def plain_text(where, statuses, roles):
         lines.append(f"storage {name}: " + replication.role_text(
             role, statuses.get(name, {}).get("replication")) + "\n")
     lines.append("\n")
-    return "".join(lines) + monitor.stats_text(statuses)
+    return "".join(lines) + figures.stats_text(statuses)
 
 
 def health(statuses, lock_warning, lock_critical=None, now=None):
     """(exit status, summary, perfdata) of a monitoring check: a commit
     lock held too long means commits are stuck behind one client."""
     now = time.time() if now is None else now
-    values = {name: monitor.figures(statuses[name], now)
+    values = {name: figures.figures(statuses[name], now)
               for name in sorted(statuses)}
     if not values:
         return WARNING, "the server serves no storage", []
@@ -221,3 +221,22 @@ def add_timeout(parser):
         metavar="SECONDS",
         help="give up when the server does not answer within this many "
              "seconds (default: %(default)s)")
+
+
+def check_command(address, arg, tls=None):
+    """`check ARG` of the server at ADDRESS: one line for a monitoring
+    system, and its exit status."""
+    from plone.recipe.zope2zeoserver.arguments import parse_command
+    options, status = parse_command(check_parser(), arg)
+    if options is None:
+        return UNKNOWN if status else OK
+    try:
+        statuses = server_statuses(address, options.timeout, tls)
+    except NoAnswer as e:
+        return report(CRITICAL, str(e))
+    try:
+        return report(*health(statuses, options.lock_warning,
+                              options.lock_critical))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return report(UNKNOWN, "unexpected statistics from the server at "
+                      f"{describe(address)}: {e!r}")
