@@ -148,11 +148,16 @@ def bench_control(ctx):
         values = {"start": setup.start()}
         try:
             values["status"] = setup.status()
+            if setup is ours:  # the reference has no check command
+                values["check"] = setup.check()
         finally:
             values["stop"] = setup.stop()
         return values
 
     m = rounds(ctx, [ours, ref], cycle)
+    # The floor of every command: Python starting and stopping.
+    python = statistics.median(
+        timed([sys.executable, "-c", "pass"]) for _ in range(5))
     return [
         ratio_row("`start` until the port accepts and the command returned",
                   m[ours.name, "start"], ref.name, m[ref.name, "start"], 0.5),
@@ -161,6 +166,10 @@ def bench_control(ctx):
         Row("`status`", fmt(m[ours.name, "status"]), ref.name,
             fmt(m[ref.name, "status"]), fmt(m[ours.name, "status"]),
             "<= 0.05 s", m[ours.name, "status"] <= 0.05),
+        Row("`check` (monitoring plugin)", fmt(m[ours.name, "check"]),
+            "python -c pass (the floor)", fmt(python),
+            fmt(m[ours.name, "check"]), "<= 0.1 s",
+            m[ours.name, "check"] <= 0.1),
     ]
 
 

@@ -258,6 +258,9 @@ class Buildout:
     def status(self):
         return timed(self.script("zeo", "status"), cwd=self.dir)
 
+    def check(self):
+        return timed(self.script("zeo", "check"), cwd=self.dir)
+
     def stop(self):
         """Seconds until `stop` returned and the server processes are gone."""
         pids = processes_using(self.dir)
