@@ -236,7 +236,14 @@ class Commands(zdaemon.zdctl.ZDCmd):
                 return self.address_in_use()
         marks = self.log_marks()
         deadline = time.monotonic() + self.options.start_timeout
-        if super().do_start(arg):
+        # zdctl starts the daemon manager with os.spawnvp: a new Python
+        # importing this script's modules again (~0.15 s).  A fork has them.
+        os.spawnvp, spawnvp = spawn_manager, os.spawnvp
+        try:
+            failed = super().do_start(arg)
+        finally:
+            os.spawnvp = spawnvp
+        if failed:
             self.stop_manager()
             return self.explain_failure("the server did not start", marks)
         return self.wait_until_ready(deadline, marks)
@@ -616,6 +623,40 @@ def failure_reason(lines):
     return None
 
 
+def spawn_manager(mode, file, args):
+    """os.spawnvp(MODE, FILE, ARGS) as zdctl's start calls it (ARGS: this
+    Python, this script, zdrun's arguments), in a fork: the daemon
+    manager runs in the child with the modules this process has loaded.
+    Returns the child's pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1
+    try:
+        os.environ.pop("DAEMON_MANAGER_MODE", None)  # zdctl set it for ARGS
+        status = run_manager(args[2:]) or 0
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else int(bool(e.code))
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def run_manager(args):
+    """zdaemon's manager (zdrun) with ARGS, which runs the server."""
+    import zdaemon.zdrun
+    os.environ[MANAGED_ENV] = "1"
+    try:
+        return zdaemon.zdrun.main(args)
+    except OSError as e:  # e.g. a log directory it may not write
+        where = f": {e.filename}" if e.filename else ""
+        fail(f"the daemon manager cannot start: {e.strerror or e}{where}")
+
+
 def manager_failed():
     """True if the zdaemon manager `start` spawned exited with an error
     (it already said why on stderr).  Its parent half exits 0 once the
@@ -758,14 +799,10 @@ def main(zeo_conf, buildout_dir, args=None, tls=None):
     os.environ[BUILDOUT_ENV] = buildout_dir
     if args is None:
         args = sys.argv[1:]
-    if os.environ.get("DAEMON_MANAGER_MODE"):
-        # zdctl re-runs this script as the process manager (zdrun).
-        os.environ[MANAGED_ENV] = "1"
-        try:
-            return zdaemon.zdctl.main(args)
-        except OSError as e:  # e.g. a log directory it may not write
-            where = f": {e.filename}" if e.filename else ""
-            fail(f"the daemon manager cannot start: {e.strerror or e}{where}")
+    if os.environ.pop("DAEMON_MANAGER_MODE", None):
+        # zdctl re-ran this script as the process manager (zdrun); ours
+        # forks instead (`spawn_manager`), zdctl's own commands do not.
+        return run_manager(args)
     command = args[0] if args else ""
     if os.environ.get("SUPERVISOR_ENABLED") and command in FOREGROUND_COMMANDS:
         # supervisord manages the process itself: never fork.
