@@ -151,7 +151,8 @@ def test_everyday_commands_import_only_what_they_need(buildout):
             assert "plone.recipe.zope2zeoserver.ctl" in modules
         # start's fork runs zdaemon's manager, which needs subprocess.
         allowed = {"subprocess"} if command == "start" else set()
-        assert not modules & (unwanted - allowed), (command, modules & unwanted)
+        found = modules & (unwanted - allowed)
+        assert not found, (command, found)
     # stats does import them.
     result, errors, modules = imports(buildout, "zeo", "stats")
     assert result.returncode == 3, result.stdout + errors

@@ -171,8 +171,8 @@ def test_the_readme_documents_every_option_and_its_default():
         if option.default is not None:
             default = option.default.replace("{var}", "var").replace(
                 "{part}", "<part>")
-            assert f"``{default}``" in " ".join(entries[option.name].split()), (
-                option.name, default)
+            text = " ".join(entries[option.name].split())
+            assert f"``{default}``" in text, (option.name, default)
 
 
 def test_resolved_conf_is_stale_once_a_source_is_newer(tmp_path):

@@ -42,11 +42,6 @@ LOG_LEVELS = (
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 
-# Options that make the server speak TLS (see `Reader.tls`).
-TLS_OPTIONS = ("tls-generate", "ssl-certificate", "ssl-key",
-               "authentication-database", "pack-ssl-certificate",
-               "pack-ssl-key")
-
 # Keys that buildout itself, zc.recipe.egg or this recipe write into the
 # part's options; they are not user typos.
 MACHINE_KEYS = {
@@ -533,7 +528,8 @@ class Option:
     them (None: unset; {var} and {part} are filled in per part), the
     `Settings` FIELD it fills with READ(reader, name), of type KIND, and
     what it is in one line (DOC).  Without a field it is read together
-    with others (the TLS options, by `Reader.tls`) or only checked."""
+    with others (the TLS options, by `Reader.tls`) or only checked.
+    TLS: setting it makes the server speak TLS."""
 
     name: str
     default: str
@@ -541,6 +537,7 @@ class Option:
     field: str = None
     read: object = None
     kind: object = str
+    tls: bool = False
 
 
 def integer(minimum):
@@ -637,20 +634,20 @@ OPTIONS = (
            "extra_paths", R.directories, tuple),
     Option("initialization", None, "Python code run first in every script",
            "initialization", R.code),
-    Option("ssl-certificate", None, "the server's TLS certificate"),
-    Option("ssl-key", None, "the server's TLS key"),
+    Option("ssl-certificate", None, "the server's TLS certificate", tls=True),
+    Option("ssl-key", None, "the server's TLS key", tls=True),
     Option("authentication-database", None, "the client certificates (or "
-           "CAs) the server trusts"),
+           "CAs) the server trusts", tls=True),
     Option("authentication-realm", None, "accepted for 1.x buildouts; "
            "unused"),
     Option("tls-generate", "false", "make the missing certificates and "
-           "keys"),
+           "keys", tls=True),
     Option("tls-directory", "{var}/tls", "where tls-generate makes them"),
     Option("tls-clients", "zope", "the client certificates tls-generate "
            "makes"),
     Option("pack-ssl-certificate", None, "bin/zeopack's client "
-           "certificate"),
-    Option("pack-ssl-key", None, "bin/zeopack's client key"),
+           "certificate", tls=True),
+    Option("pack-ssl-key", None, "bin/zeopack's client key", tls=True),
     Option("pack-user", None, "1.x's password authentication; ignored or "
            "refused"),
     Option("pack-password", None, "1.x's password authentication; ignored "
@@ -667,6 +664,8 @@ OPTIONS = (
            "upstream_cache_size", R.log_size),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+# The options that make the server speak TLS (see `Reader.tls`).
+TLS_OPTIONS = tuple(option.name for option in OPTIONS if option.tls)
 DEFAULTS = {option.name: option.default for option in OPTIONS}
 
 # One part's configuration, every value checked and paths absolute: a

@@ -110,9 +110,9 @@ def manager_command(pid, verb):
     """How to VERB (stop, restart) the server PID that a process manager
     runs in the foreground: supervisord's own command where the
     variables it sets in its programs' environment name the program."""
-    environment = dict(
-        entry.split(b"=", 1) for entry in proc_file(pid, "environ").split(b"\0")
-        if b"=" in entry)
+    entries = proc_file(pid, "environ").split(b"\0")
+    environment = dict(entry.split(b"=", 1) for entry in entries
+                       if b"=" in entry)
     name = environment.get(b"SUPERVISOR_PROCESS_NAME", b"").decode()
     if name:
         group = environment.get(b"SUPERVISOR_GROUP_NAME", b"").decode()
