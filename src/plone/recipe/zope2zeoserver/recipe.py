@@ -6,7 +6,6 @@ import glob
 import hashlib
 import logging
 import os
-import re
 import subprocess
 import sys
 import warnings
@@ -95,15 +94,8 @@ class Recipe:
             f.write(zeoconf.zeo_conf_text(settings))
         if settings.server_conf:
             self.check_directories()
-            paths = [storage.path for storage in settings.storages]
-            config = self.read_zeo_conf(zeoconf.check, settings, conf_path)
-        else:
-            config = self.read_zeo_conf(zeoconf.check, settings, conf_path)
-            # With zeo-conf-additional's storages.
-            paths = [path for _, path, _ in
-                     replication.file_storages(config.storages)]
-        self.warn_python2_storages(paths)
-        self.write_resolved(config)
+        self.write_resolved(self.read_zeo_conf(zeoconf.check, settings,
+                                               conf_path))
         self.check_neighbours()
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts()
@@ -133,17 +125,14 @@ class Recipe:
         self.make_tls()
         if self.settings.server_conf:  # read by __init__, on every run
             self.check_directories()
-        if resolved.read(resolved.path_beside(self.settings.zeo_conf_path),
-                         self.settings.buildout_dir) is None:
-            # A zeo-conf file edited since: status needs its values.
+        found = resolved.read(resolved.path_beside(
+            self.settings.zeo_conf_path), self.settings.buildout_dir)
+        if found is None:
+            # A zeo-conf file edited since: its values are needed.
             self.write_resolved(self.read_zeo_conf(
                 zeoconf.check, self.settings, self.settings.zeo_conf_path))
-        # Without loading zeo.conf (a rerun must stay cheap): the paths of
-        # zeo-conf-additional's storages are read from its text.
-        self.warn_python2_storages(
-            [storage.path for storage in self.settings.storages]
-            + re.findall(r"(?m)^\s*path\s+(\S+)\s*$",
-                         self.settings.zeo_conf_additional or ""))
+        else:  # resolved.conf names every storage without loading zeo.conf
+            self.warn_python2_storages(found.get("storage", []))
         # The eggs may not be (see find_changed_working_set).  Scripts
         # are only rewritten where their text changes.
         if self.changed_working_set is not None:
@@ -151,7 +140,8 @@ class Recipe:
 
     def write_resolved(self, config):
         """parts/<part>/etc/resolved.conf (see resolved.py) from CONFIG,
-        the part's zeo.conf as ZConfig read it."""
+        the part's zeo.conf as ZConfig read it; and the warning about its
+        storages that Python 2 wrote."""
         settings = self.settings
 
         def spell(path):
@@ -172,7 +162,12 @@ class Recipe:
             if role:
                 items.append(("role", f"storage {opener.name}: "
                               f"{replication.role_text(role)}"))
+        # Every file storage, zeo-conf-additional's too.
+        paths = [path for _, path, _ in
+                 replication.file_storages(config.storages)]
+        items += [("storage", spell(path)) for path in paths]
         resolved.write(resolved.path_beside(settings.zeo_conf_path), items)
+        self.warn_python2_storages(paths)
 
     def warn_python2_storages(self, paths):
         """A Data.fs that Python 2 wrote is refused by the server until it

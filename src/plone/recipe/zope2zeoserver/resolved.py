@@ -1,8 +1,9 @@
 """parts/<part>/etc/resolved.conf: what the part's zeo.conf resolves to,
 for the commands that should not pay for reading it.
 
-`bin/<part> status` answers from it without ZConfig, zdaemon or ZEO
-(control.py).  bin/buildout writes it beside zeo.conf; it counts only
+`bin/<part> status` and `check` answer from it without ZConfig or
+zdaemon (control.py), and a rerun of bin/buildout finds the storages
+there.  bin/buildout writes it beside zeo.conf; it counts only
 while it is newer than zeo.conf and the zeo-conf file, so an edited
 zeo-conf file is never answered for with stale values (the control
 script then reads zeo.conf itself, and the next bin/buildout writes it
