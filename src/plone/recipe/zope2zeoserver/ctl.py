@@ -202,11 +202,11 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def refuse_python2_storage(self):
         """1, after saying why, if a storage was written by Python 2: ZODB
         would refuse it, and the reason would be lost in a traceback."""
-        for _, path, _ in self.file_storages():
-            if python2.wrote(path):
-                print(python2.refusal(path, self.part), file=sys.stderr)
-                return 1
-        return 0
+        refusal = python2.refusal_of(
+            (path for _, path, _ in self.file_storages()), self.part)
+        if refusal:
+            print(refusal, file=sys.stderr)
+        return int(bool(refusal))
 
     # -- commands --------------------------------------------------------
 
@@ -311,10 +311,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
                       "manager)")
                 return 0
             if pid:
-                print(f"the server (pid={pid}) runs in the foreground, not "
-                      f"under zdaemon: {manager_command(pid, 'stop')}",
-                      file=sys.stderr)
-                return 1
+                return not_ours(pid, "stop")
             print("not running")
             return 0
         return super().do_stop(arg)
@@ -326,10 +323,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
                 self.server_process())
             if pid and not managed:
                 # "already running" from start would pass for a restart.
-                print(f"the server (pid={pid}) runs in the foreground, not "
-                      f"under zdaemon: {manager_command(pid, 'restart')}",
-                      file=sys.stderr)
-                return 1
+                return not_ours(pid, "restart")
             return self.do_start(arg)
         marks = self.log_marks()
         deadline = time.monotonic() + self.options.start_timeout
@@ -621,6 +615,14 @@ def failure_reason(lines):
         if EXCEPTION_LINE.match(line):
             return line
     return None
+
+
+def not_ours(pid, verb):
+    """Refuse to VERB the server PID that another process manager runs in
+    the foreground, naming that manager's command: 1."""
+    print(f"the server (pid={pid}) runs in the foreground, not under "
+          f"zdaemon: {manager_command(pid, verb)}", file=sys.stderr)
+    return 1
 
 
 def spawn_manager(mode, file, args):

@@ -42,6 +42,15 @@ def refusal(path, part):
             "damaged, do not restore a backup")
 
 
+def refusal_of(paths, part):
+    """The refusal of the first of PATHS that Python 2 wrote, or None:
+    what the control script says and the server exits with."""
+    for path in paths:
+        if wrote(path):
+            return refusal(path, part)
+    return None
+
+
 def wrote_index(path):
     """True if the FileStorage index PATH was pickled by Python 2.
 

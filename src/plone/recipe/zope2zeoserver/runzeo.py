@@ -87,9 +87,11 @@ class Server(ZEO.runzeo.ZEOServer):
         file": refuse it naming the way out."""
         part = os.path.basename(os.path.dirname(os.path.dirname(
             self.options.configfile)))
-        for _, path, _ in replication.file_storages(self.options.storages):
-            if python2.wrote(path):
-                refuse(python2.refusal(path, part))
+        refusal = python2.refusal_of(
+            (path for _, path, _ in replication.file_storages(
+                self.options.storages)), part)
+        if refusal:
+            refuse(refusal)
 
     def open_storages(self):
         """ZODB's reasons a storage cannot open, in one line each.  The
