@@ -25,7 +25,6 @@ from plone.recipe.zope2zeoserver.addresses import can_connect
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.processes import MANAGED_ENV
-from plone.recipe.zope2zeoserver.processes import STATUS_NOT_RUNNING
 from plone.recipe.zope2zeoserver.processes import manager_command
 from plone.recipe.zope2zeoserver.processes import running
 from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
@@ -508,23 +507,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
     # -- statistics ------------------------------------------------------
 
     def do_stats(self, arg):
-        stats = statistics_client()
-        options, status = parse_command(stats.stats_parser(), arg)
-        if options is None:
-            return status
-        try:
-            statuses = stats.server_statuses(self.address, options.timeout,
-                                             self.tls)
-        except stats.NoAnswer as e:
-            print(e, file=sys.stderr)
-            return STATUS_NOT_RUNNING if e.down else 1
-        if options.json:
-            print(stats.json_text(self.address_text(), statuses,
-                                  self.roles()))
-        else:
-            print(stats.plain_text(self.address_text(), statuses,
-                                   self.roles()), end="")
-        return 0
+        return statistics_client().stats_command(self.address, arg, self.tls,
+                                                 self.roles())
 
     def roles(self):
         """{storage name: role} of the storages that are replicated or

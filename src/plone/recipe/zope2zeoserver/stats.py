@@ -22,6 +22,7 @@ from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.arguments import ArgumentParser
 from plone.recipe.zope2zeoserver.arguments import non_negative
+from plone.recipe.zope2zeoserver.processes import STATUS_NOT_RUNNING
 
 
 ASK_TIMEOUT = 5  # seconds stats and check wait for each step of an answer
@@ -221,6 +222,26 @@ def add_timeout(parser):
         metavar="SECONDS",
         help="give up when the server does not answer within this many "
              "seconds (default: %(default)s)")
+
+
+def stats_command(address, arg, tls=None, roles=None):
+    """`stats ARG` of the server at ADDRESS; ROLES: {storage name: role}
+    of its replicated storages (`replication.role`)."""
+    from plone.recipe.zope2zeoserver.arguments import parse_command
+    options, status = parse_command(stats_parser(), arg)
+    if options is None:
+        return status
+    roles = roles or {}
+    try:
+        statuses = server_statuses(address, options.timeout, tls)
+    except NoAnswer as e:
+        print(e, file=sys.stderr)
+        return STATUS_NOT_RUNNING if e.down else 1
+    if options.json:
+        print(json_text(describe(address), statuses, roles))
+    else:
+        print(plain_text(describe(address), statuses, roles), end="")
+    return 0
 
 
 def check_command(address, arg, tls=None):
