@@ -285,6 +285,15 @@ def importtime(python, script, args, cwd, timeout):
     return result, "".join(errors), modules
 
 
+def resolved_conf(buildout, part="zeo"):
+    """The part's parts/<part>/etc/resolved.conf as the run-time tools
+    read it (`resolved.load`, from the checkout's src/)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from plone.recipe.zope2zeoserver import resolved
+    return resolved.load(str(buildout.path("parts", part, "etc", "zeo.conf")),
+                         str(buildout.dir))
+
+
 def start(buildout, part="zeo"):
     """bin/<part> start, which must succeed."""
     result = buildout.ctl("start", part=part)

@@ -232,3 +232,33 @@ def test_tools_follow_the_zeo_conf_file(buildout, kind):
     assert buildout.ctl("status").returncode == 0
     # The server wrote nothing into the part's directory for client caches.
     assert list(buildout.path("parts", "zeo", "var").iterdir()) == []
+    # bin/repozo -B without -f backs up the file's first storage.
+    backups = buildout.path("var", "backups")
+    result = buildout.script("repozo", "-B", "-r", str(backups), timeout=60)
+    assert result.returncode == 0, output(result)
+    [full] = backups.glob("*.fs")
+    assert full.stat().st_size == main_fs.stat().st_size
+
+    if kind != "tcp":
+        return
+    # An edited zeo-conf file counts from the next restart, and the tools
+    # follow it before bin/buildout runs again.
+    time.sleep(0.01)  # a newer modification time
+    moved = free_port()
+    while moved in (port, buildout.port):
+        moved = free_port()
+    conf = buildout.path("my-zeo.conf")
+    conf.write_text(conf.read_text().replace(spelled, f"127.0.0.1:{moved}"))
+    assert buildout.ctl("restart", timeout=60).returncode == 0
+    result = buildout.script("zeopack", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert f"packed storage 'main' at 127.0.0.1:{moved}," in result.stdout
+    result = buildout.ctl("stats", timeout=60)
+    assert result.stdout.startswith(f"ZEO server at 127.0.0.1:{moved}\n")
+    # Without resolved.conf the tools say what to do.
+    buildout.path("parts", "zeo", "etc", "resolved.conf").unlink()
+    result = buildout.script("zeopack", timeout=60)
+    assert result.returncode == 1
+    assert one_line_error(result).endswith(
+        "resolved.conf is missing or was written by another version of "
+        "the recipe; rerun bin/buildout")

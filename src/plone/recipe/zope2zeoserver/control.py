@@ -1,9 +1,9 @@
 """bin/<part>: the control script's entry point.
 
-`status` is answered from the resolved configuration (resolved.py) at
-about the cost of starting Python, and `check` from its address; every
-other command, and these two when that file is missing or stale, goes to
-ctl.py (zdaemon's commands on zeo.conf).
+`status`, `stats` and `check` are answered from the resolved
+configuration (resolved.py), `status` at about the cost of starting
+Python; every other command goes to ctl.py (zdaemon's commands on
+zeo.conf), as do these three where resolved.conf cannot be used.
 """
 
 import os
@@ -13,39 +13,39 @@ from plone.recipe.zope2zeoserver import processes
 from plone.recipe.zope2zeoserver import resolved
 from plone.recipe.zope2zeoserver.addresses import can_connect
 
+QUICK_COMMANDS = ("status", "stats", "check")
 
-def main(zeo_conf, buildout_dir, args=None, tls=None):
-    """Entry point of bin/<part>, with ctl.main's arguments."""
+
+def main(zeo_conf, buildout_dir, args=None):
+    """Entry point of bin/<part>; ZEO_CONF and BUILDOUT_DIR are baked in."""
     if args is None:
         args = sys.argv[1:]
-    if (args[:1] in (["status"], ["check"]) and os.name != "nt"
+    command, arg = (args[0] if args else ""), " ".join(args[1:])
+    if (command in QUICK_COMMANDS and os.name != "nt"
             and not os.environ.get("DAEMON_MANAGER_MODE")):
-        conf = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
         try:
-            if args[0] == "check":
-                address = server_address(conf)  # before importing stats
-                from plone.recipe.zope2zeoserver import stats
-                return stats.check_command(address, " ".join(args[1:]), tls)
-            return quick_status(conf, " ".join(args[1:]))
-        except (TypeError, KeyError, ValueError):
-            pass  # none, or not what this version writes: ask ctl
+            conf = resolved.load(zeo_conf, buildout_dir)
+        except resolved.Unusable:
+            pass  # ctl reads zeo.conf
+        else:
+            if command == "status":
+                return quick_status(conf, arg)
+            from plone.recipe.zope2zeoserver import stats
+            if command == "check":
+                return stats.check_command(conf.address, arg, conf.tls)
+            return stats.stats_command(conf.address, arg, conf.tls,
+                                       conf.roles)
     from plone.recipe.zope2zeoserver import ctl
-    return ctl.main(zeo_conf, buildout_dir, args, tls)
-
-
-def server_address(conf):
-    """The server's address in CONF (`resolved.read`), as zeo.conf's."""
-    address = conf["address"][0]
-    if address.startswith("/"):
-        return address
-    host, port = address.rsplit(" ", 1)
-    return host, int(port)
+    found, _ = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
+    # The client certificate comes from the options: never stale.
+    return ctl.main(zeo_conf, buildout_dir, args, resolved.Resolved(found).tls)
 
 
 def quick_status(conf, arg):
-    """`processes.status` from CONF (`resolved.read`)."""
-    address = server_address(conf)
+    """`processes.status` from CONF (a `resolved.Resolved`)."""
+    from plone.recipe.zope2zeoserver.replication import role_lines
+    address = conf.address
     return processes.status(
-        arg, conf.get("role", []), conf["socket-name"][0],
-        conf["pid-file"][0], conf["program"][0],
+        arg, role_lines(conf.roles), conf.one("socket-name"),
+        conf.one("pid-file"), conf.one("program"),
         lambda: can_connect(address))

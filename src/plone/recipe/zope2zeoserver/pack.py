@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 
+from plone.recipe.zope2zeoserver import resolved
 from plone.recipe.zope2zeoserver import tlsclient
 from plone.recipe.zope2zeoserver.arguments import ArgumentParser
 from plone.recipe.zope2zeoserver.arguments import non_negative
@@ -147,11 +148,22 @@ def pack(address, storage, days, timeout, tls=None):
             client.close()
 
 
-def main(address, defaults, args=None, tls=None):
-    """Entry point of bin/zeopack; ADDRESS, DEFAULTS and TLS are baked in."""
+def main(zeo_conf, buildout_dir, args=None, script=None):
+    """Entry point of bin/zeopack: the part's server and defaults come
+    from its resolved.conf.  SCRIPT: a 1.x-style zeopack (the zeopack
+    option) to run with them instead."""
     if args is None:
         args = sys.argv[1:]
-    options = parse_args(args, defaults)
+    try:
+        conf = resolved.load(zeo_conf, buildout_dir)
+    except resolved.Unusable as e:
+        print(f"zeopack: {e}", file=sys.stderr)
+        return 1
+    if script:
+        return run_script(script, script_defaults(conf), args)
+    address, tls = conf.address, conf.tls
+    options = parse_args(args, {"storage": conf.storages[0],
+                                "days": conf.pack_days})
     # ZEO reports connection attempts at INFO; keep the output to results.
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     # While it retries, ZEO logs every refused registration (e.g. an
@@ -172,6 +184,21 @@ def main(address, defaults, args=None, tls=None):
     print(f"packed storage {options.storage!r} at {describe(address)}, "
           f"keeping {options.days:g} day(s) of history")
     return 0
+
+
+def script_defaults(conf):
+    """The arguments 1.x gave its zeopack script: where the server
+    listens, the first storage, pack-days and that storage's blobs."""
+    _, address = client_address(conf.address)
+    if isinstance(address, str):
+        where = ["-U", address]
+    else:
+        where = ["-h", address[0], "-p", str(address[1])]
+    storage = conf.storages[0]
+    defaults = where + ["-S", storage, "-d", f"{conf.pack_days:g}"]
+    if storage in conf.blob_dirs:
+        defaults += ["-B", conf.blob_dirs[storage]]
+    return defaults
 
 
 def run_script(script, default_args=(), args=None):

@@ -33,7 +33,10 @@ class ZRS:
                 f"replication needs zc.zrs, which cannot be imported ({e}); "
                 "rerun bin/buildout, which installs it for a part with "
                 "replicate-to or replicate-from")
-        return zrscompat.open_storage(self.config)
+        try:
+            return zrscompat.open_storage(self.config)
+        except zrscompat.CannotListen as e:
+            raise ReplicationError(str(e))
 
 
 def base_config(opener):
@@ -45,17 +48,21 @@ def base_config(opener):
     return config
 
 
-def file_storages(openers):
-    """(name, path, blob dir) of each file storage among OPENERS (the
-    storage sections of zeo.conf), inside <zrs> sections too."""
+def storages(openers):
+    """(name, path, blob dir) of each storage among OPENERS (the storage
+    sections of zeo.conf), inside <zrs> sections too; path and blob dir
+    are None where the storage has none (e.g. a <zeoclient>)."""
     found = []
     for opener in openers:
         config = base_config(opener)
-        path = getattr(config, "path", None)
-        if path:
-            found.append((opener.name, path,
-                          getattr(config, "blob_dir", None)))
+        found.append((opener.name, getattr(config, "path", None),
+                      getattr(config, "blob_dir", None)))
     return found
+
+
+def file_storages(openers):
+    """`storages` that have a file."""
+    return [storage for storage in storages(openers) if storage[1]]
 
 
 def role(opener):
@@ -100,6 +107,12 @@ def role_text(found, state=None, now=None):
     if "secondaries" in state:
         text += f"; {state['secondaries']} connected now"
     return text
+
+
+def role_lines(roles):
+    """`status`'s line per storage of ROLES ({name: `role`})."""
+    return [f"storage {name}: {role_text(role)}"
+            for name, role in roles.items()]
 
 
 def replication_text(state, now=None):

@@ -1,12 +1,12 @@
 """zeo.conf: settings in, text out, checked against ZEO's own schema."""
 
-import contextlib
 import dataclasses
 import io
 import os
 import re
 import string
 
+from plone.recipe.zope2zeoserver import resolved
 from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
 
 # ZConfig and ZEO are imported where a file is read: bin/buildout renders
@@ -205,19 +205,10 @@ def indent(text, prefix):
                      for line in text.splitlines())
 
 
-def schema_path():
-    """ZEO's schema for a zeo.conf with a <runner> section (zeoctl's)."""
-    import ZEO
-    return os.path.join(os.path.dirname(ZEO.__file__), "zeoctl.xml")
-
-
 def check(settings, path):
     """Load the written zeo.conf the way the control script will; returns
     the configuration object or raises ZConfig.ConfigurationError."""
-    import ZConfig
-    with buildout_env(settings):
-        config, _ = ZConfig.loadConfig(ZConfig.loadSchema(schema_path()), path)
-    return config
+    return resolved.load_zeo_conf(path, settings.buildout_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +226,7 @@ class ServerConf:
     """What a zeo.conf makes the server use, as ZConfig reads it."""
 
     text: str           # the zeo.conf of the part
+    config: object      # ZConfig's reading of it (`resolved.load_zeo_conf`)
     address: object     # (host, port) or a unix socket path
     storages: tuple     # Storage, in the file's order
     pid_file: str       # or None
@@ -255,7 +247,7 @@ def server_conf(settings):
     import ZConfig.datatypes
     import ZConfig.loader
 
-    from plone.recipe.zope2zeoserver.replication import base_config
+    from plone.recipe.zope2zeoserver import replication
 
     dirpaths = []
 
@@ -266,9 +258,9 @@ def server_conf(settings):
     stock = ZConfig.datatypes.stock_datatypes.copy()
     stock["existing-dirpath"] = existing_dirpath
     loader = ZConfig.loader.SchemaLoader(ZConfig.datatypes.Registry(stock))
-    schema = loader.loadURL(schema_path())
+    schema = loader.loadURL(resolved.schema_path())
     text = zeo_conf_text(settings)
-    with buildout_env(settings):
+    with resolved.buildout_env(settings.buildout_dir):
         config, _ = ZConfig.loadConfigFile(
             schema, io.StringIO(text), url=settings.zeo_conf)
 
@@ -279,15 +271,12 @@ def server_conf(settings):
             return path
         return os.path.join(config.runner.directory, path)
 
-    storages = []
-    for opener in config.storages:
-        base = base_config(opener)
-        storages.append(Storage(
-            opener.name, absolute(getattr(base, "path", None)),
-            absolute(getattr(base, "blob_dir", None))))
+    storages = [Storage(name, absolute(path), absolute(blob_dir))
+                for name, path, blob_dir in replication.storages(
+                    config.storages)]
     address = config.zeo.address.address
     return ServerConf(
-        text=text,
+        text=text, config=config,
         address=absolute(address) if isinstance(address, str) else address,
         storages=tuple(storages), pid_file=absolute(config.zeo.pid_filename),
         socket_name=absolute(config.runner.socket_name),
@@ -304,17 +293,3 @@ def missing_directory(conf):
         if directory and not os.path.isdir(directory):
             return path
     return None
-
-
-@contextlib.contextmanager
-def buildout_env(settings):
-    """Let $(BUILDOUT_ENV) in zeo.conf resolve while buildout reads it."""
-    previous = os.environ.get(BUILDOUT_ENV)
-    os.environ[BUILDOUT_ENV] = settings.buildout_dir
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[BUILDOUT_ENV]
-        else:
-            os.environ[BUILDOUT_ENV] = previous

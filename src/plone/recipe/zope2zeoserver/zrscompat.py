@@ -33,13 +33,17 @@ from ZODB.TimeStamp import TimeStamp
 
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.addresses import remove_stale_socket
-from plone.recipe.zope2zeoserver.replication import ReplicationError
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver.zrscompat")
 
 TESTED = ("3.1.0",)
 LISTEN_TIMEOUT = 30  # seconds for zc.zrs's network thread to listen
+
+
+class CannotListen(Exception):
+    """A primary cannot listen for its secondaries; the message says why
+    (`replication.ZRS.open` reports it as a ReplicationError)."""
 
 
 def transaction_metadata(tid, status, user, description, extension):
@@ -102,7 +106,7 @@ class Primary(zc.zrs.primary.Primary):
         except Exception as e:
             reason = getattr(e, "socketError", None) or e
             reason = getattr(reason, "strerror", None) or reason
-            raise ReplicationError(
+            raise CannotListen(
                 f"cannot listen for secondaries on replicate-to "
                 f"{describe(address)}: {reason}; stop what uses it or "
                 "change replicate-to")
