@@ -184,14 +184,27 @@ def test_resolved_conf_is_stale_once_a_source_is_newer(tmp_path):
     resolved.write(str(path), [
         ("source", f"$(ZOPE2ZEOSERVER_BUILDOUT)/{source.name}"),
         ("pid-file", "$(ZOPE2ZEOSERVER_BUILDOUT)/var/zeo.pid"),
-        ("role", "storage 1: primary"), ("role", "storage 2: fan-out")])
-    found = resolved.read(str(path), str(tmp_path))
-    assert found["pid-file"] == [f"{tmp_path}/var/zeo.pid"]
-    assert found["role"] == ["storage 1: primary", "storage 2: fan-out"]
+        ("address", "127.0.0.1 8100"),
+        ("storage", "1"), ("storage", "other"),
+        ("file", "1 /srv/a dir/Data.fs"),
+        ("role", '1 {"role": "primary", "replicate_to": "h:1"}'),
+        ("pack-days", "0.5")])
+    found, fresh = resolved.read(str(path), str(tmp_path))
+    assert fresh
+    conf = resolved.Resolved(found)
+    assert conf.one("pid-file") == f"{tmp_path}/var/zeo.pid"
+    assert conf.address == ("127.0.0.1", 8100)
+    assert conf.storages == ["1", "other"]
+    assert conf.files == {"1": "/srv/a dir/Data.fs"}
+    assert conf.roles == {"1": {"role": "primary", "replicate_to": "h:1"}}
+    assert conf.pack_days == 0.5 and conf.tls is None
     later = os.stat(path).st_mtime_ns + 10**9
     os.utime(source, ns=(later, later))
-    assert resolved.read(str(path), str(tmp_path)) is None
-    assert resolved.read(str(tmp_path / "missing"), str(tmp_path)) is None
+    assert resolved.read(str(path), str(tmp_path)) == (found, False)
+    assert resolved.read(str(tmp_path / "missing"), str(tmp_path)) == (
+        {}, False)
+    with pytest.raises(resolved.Unusable, match="rerun bin/buildout"):
+        resolved.load(str(tmp_path / "etc" / "zeo.conf"), str(tmp_path))
 
 
 @pytest.mark.parametrize("when", [
@@ -205,3 +218,30 @@ def test_tid_time_is_zodbs(when):
     tid = TimeStamp(*when).raw()
     assert figures.tid_time(tid) == pytest.approx(
         TimeStamp(tid).timeTime(), abs=1e-6)
+
+
+@pytest.mark.parametrize("lines, reason", [
+    (["starting\n", "Error: storage 1 is locked by pid 7\n"],
+     "storage 1 is locked by pid 7"),
+    (["Traceback (most recent call last):\n", '  File "x", line 1\n',
+      "ZODB.FileStorage.FileStorageFormatError: /srv/Data.fs\n"],
+     "ZODB.FileStorage.FileStorageFormatError: /srv/Data.fs"),
+    (["all is well\n"], None),
+])
+def test_failure_reason_is_the_last_error_line(lines, reason):
+    from plone.recipe.zope2zeoserver import logs
+    assert logs.failure_reason(lines) == reason
+
+
+def test_new_lines_since_a_mark(tmp_path):
+    from plone.recipe.zope2zeoserver import logs
+    path = tmp_path / "zeo.log"
+    path.write_text("".join(f"old {i}\n" for i in range(20)))
+    mark = logs.file_size(str(path))
+    with path.open("a") as f:
+        f.write("new 1\nnew 2\n")
+    assert logs.new_lines(str(path), mark) == ["new 1\n", "new 2\n"]
+    # Without a mark, or after the file was replaced: its last 10 lines.
+    assert logs.new_lines(str(path), None)[-1] == "new 2\n"
+    assert len(logs.new_lines(str(path), 10**6)) == 10
+    assert logs.new_lines(str(tmp_path / "missing"), 0) == []

@@ -18,12 +18,13 @@ import zdaemon.zdoptions
 
 import ZEO
 
+from plone.recipe.zope2zeoserver import effective_user
+from plone.recipe.zope2zeoserver import logs
 from plone.recipe.zope2zeoserver import processes
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.addresses import can_connect
 from plone.recipe.zope2zeoserver.addresses import describe
-from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.processes import MANAGED_ENV
 from plone.recipe.zope2zeoserver.processes import manager_command
 from plone.recipe.zope2zeoserver.processes import running
@@ -72,33 +73,13 @@ class Commands(zdaemon.zdctl.ZDCmd):
     tls = None
 
     def __init__(self, options):
-        self.prepare_for_user(options)
+        try:
+            effective_user.prepare(options.user, options.configroot)
+        except effective_user.CannotRun as e:
+            fail(str(e))
         super().__init__(options)
 
     # -- helpers ---------------------------------------------------------
-
-    def prepare_for_user(self, options):
-        """Started by root with effective-user: the directories the server
-        writes must belong to that user before zdctl drops privileges."""
-        if options.user is None or os.geteuid() != 0:
-            return
-        try:
-            entry = user_entry(options.user)
-        except KeyError:
-            fail(f"effective-user {options.user!r} does not exist on this "
-                 "machine; create it or change effective-user and rerun "
-                 "bin/buildout")
-        paths = server_paths(options.configroot)
-        problems = {}
-        for path in paths:
-            try:
-                chown_path(path, entry.pw_uid, entry.pw_gid)
-            except OSError as e:
-                # E.g. a read-only file system: if the user can write
-                # there anyway, all is well (check_runs_as finds out).
-                problems[path] = e.strerror
-        check_runs_as(entry, [p for p in paths if os.path.isdir(p)],
-                      problems)
 
     def send_action(self, action):
         """zdctl's, but there is no zdaemon manager to ask where there are
@@ -126,7 +107,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def log_marks(self):
         """Where the transcript and the log end now: a failure report
         quotes what was written after that (see `explain_failure`)."""
-        return {path: file_size(path)
+        return {path: logs.file_size(path)
                 for path in (self.options.transcript, self.options.logfile)}
 
     def explain_failure(self, what, marks=None):
@@ -135,9 +116,9 @@ class Commands(zdaemon.zdctl.ZDCmd):
         the lines the transcript and the log gained since MARKS (the last
         lines without them)."""
         paths = (self.options.transcript, self.options.logfile)
-        news = {path: new_lines(path, (marks or {}).get(path))
+        news = {path: logs.new_lines(path, (marks or {}).get(path))
                 for path in paths}
-        reason = failure_reason(news[self.options.transcript])
+        reason = logs.failure_reason(news[self.options.transcript])
         print(f"{what}: {reason}" if reason else what, file=sys.stderr)
         print(f"see {self.options.logfile} and {self.options.transcript}",
               file=sys.stderr)
@@ -290,7 +271,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
                   file=sys.stderr)
             return 1
         try:
-            follow(path)
+            logs.follow(path)
         except KeyboardInterrupt:
             print()
         except OSError as e:
@@ -335,13 +316,10 @@ class Commands(zdaemon.zdctl.ZDCmd):
 
     def do_status(self, arg=""):
         return processes.status(
-            arg, self.role_lines(), self.options.sockname,
+            arg, replication.role_lines(self.roles()), self.options.sockname,
             self.options.configroot.zeo.pid_filename, self.options.program[0],
             self.accepts_connections)
 
-    def role_lines(self):
-        return [f"storage {name}: {replication.role_text(role)}"
-                for name, role in self.roles().items()]
 
     def server_process(self):
         """(pid, managed) of the part's server (`processes.server_process`)."""
@@ -564,43 +542,6 @@ def statistics_client():
     return stats
 
 
-def file_size(path):
-    try:
-        return os.path.getsize(path)
-    except (OSError, TypeError):
-        return None
-
-
-def new_lines(path, mark):
-    """The lines of PATH after byte MARK (the last 10 lines if MARK is
-    None, or the file was replaced since), or [] if it cannot be read."""
-    size = file_size(path)
-    if size is None:
-        return []
-    if mark is None or mark > size:
-        return tail(path, 10)
-    with open(path, "rb") as f:
-        f.seek(mark)
-        data = f.read(1 << 20).decode("utf-8", "replace")
-    return [line + "\n" for line in data.splitlines()]
-
-
-# The last line of a traceback ("ZODB...FileStorageFormatError: path").
-EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(Error|Exception)\b.*")
-
-
-def failure_reason(lines):
-    """Why the server stopped, from what it printed: its last "Error: ..."
-    line (ours and ZEO's refusals), else the last line of a traceback."""
-    for line in reversed(lines):
-        line = line.strip()
-        if line.startswith("Error: "):
-            return line[len("Error: "):]
-        if EXCEPTION_LINE.match(line):
-            return line
-    return None
-
-
 def not_ours(pid, verb):
     """Refuse to VERB the server PID that another process manager runs in
     the foreground, naming that manager's command: 1."""
@@ -672,106 +613,6 @@ def run_program(program):
             return process.wait()
         except KeyboardInterrupt:
             pass
-
-
-# Run as effective-user: can it import the server, and write DIRECTORIES?
-# Prints the first directory it cannot write.
-CHECK_AS_USER = """\
-import os, sys
-import ZEO.runzeo
-for path in sys.argv[1:]:
-    if not os.access(path, os.W_OK | os.X_OK):
-        print(path)
-        break
-"""
-
-
-def check_runs_as(entry, directories=(), problems=None):
-    """Fail now if the server could not even start as that user (a Python
-    or eggs under a private home directory, a data directory it cannot
-    reach or write), instead of a crash, or a misleading error from
-    zdaemon ("directory ... does not exist"), at start.  PROBLEMS: why
-    handing a path to the user failed."""
-    import subprocess
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", CHECK_AS_USER, *directories],
-            user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
-            capture_output=True, text=True, cwd="/",
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    except OSError as e:
-        reason = e.strerror
-    else:
-        if not result.returncode:
-            path = result.stdout.strip()
-            if not path:
-                return
-            why = (problems or {}).get(path, "Permission denied")
-            fail(f"effective-user {entry.pw_name!r} cannot write {path}: "
-                 f"{why}; give that user write access to it (and access to "
-                 "the directories above it), or choose another path")
-        lines = result.stderr.strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {result.returncode}"
-    fail(f"effective-user {entry.pw_name!r} cannot run the server: {reason}; "
-         f"make {sys.executable} and the eggs readable by that user")
-
-
-def tail(path, count):
-    """The last COUNT lines of PATH, or [] if it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            data = f.read().decode("utf-8", "replace")
-    except (OSError, TypeError):
-        return []
-    return [line + "\n" for line in data.splitlines()[-count:]]
-
-
-def follow(path, count=10, interval=0.2):
-    """Print the last COUNT lines of PATH, then whatever is appended to
-    it, until interrupted (tail -f)."""
-    out = sys.stdout.buffer
-    with open(path, "rb") as f:
-        # The last lines up to where following starts, read in one go: a
-        # line written meanwhile is printed once, after them.
-        end = f.seek(0, os.SEEK_END)
-        f.seek(max(0, end - 8192))
-        out.writelines(f.read(end - f.tell()).splitlines(True)[-count:])
-        out.flush()
-        while True:
-            time.sleep(interval)
-            if os.fstat(f.fileno()).st_size < f.tell():
-                out.write(b"==> file truncated <==\n")
-                f.seek(0)
-            data = f.read()
-            if data:
-                out.write(data)
-                out.flush()
-
-
-def server_paths(config):
-    """Directories and files the server writes, from the loaded zeo.conf."""
-    runner = config.runner
-    paths = [runner.socket_name, runner.logfile, runner.transcript,
-             config.zeo.pid_filename]
-    for _, path, blob_dir in replication.file_storages(config.storages):
-        paths += [path, path + ".index", path + ".lock", path + ".tmp"]
-        if blob_dir:
-            paths.append(blob_dir)
-    dirs = {os.path.dirname(p) for p in paths if p}
-    return sorted(dirs) + [p for p in paths if p and os.path.exists(p)]
-
-
-def chown_path(path, uid, gid):
-    """Give PATH (recursively for directories) to uid/gid, if it exists."""
-    if not path or not os.path.exists(path):
-        return
-    if os.path.isdir(path) and not os.path.islink(path):
-        for root, dirs, files in os.walk(path):
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), uid, gid)
-    os.lchown(path, uid, gid)
 
 
 def fail(message):
