@@ -244,28 +244,26 @@ class Reader:
         return path
 
     def integer(self, option, minimum=None, maximum=None):
-        value = self.text(option)
-        if not value:
-            return None
-        try:
-            number = int(value)
-        except ValueError:
-            self.fail(option, value, "expected a whole number")
-        self.check_range(option, value, number, minimum, maximum)
-        return number
+        return self.parsed(option, int, "expected a whole number", minimum,
+                           maximum)
 
     def number(self, option, minimum=None):
+        return self.parsed(option, float, "expected a number", minimum)
+
+    def parsed(self, option, convert, expected, minimum=None, maximum=None):
+        """The option as CONVERT (int, float) makes it, within the bounds;
+        None when unset.  EXPECTED says what a value that is not must be."""
         value = self.text(option)
         if not value:
             return None
         try:
-            number = float(value)
+            number = convert(value)
         except ValueError:
-            self.fail(option, value, "expected a number")
+            self.fail(option, value, expected)
         if not math.isfinite(number):
-            # nan/inf would also break the generated bin/zeopack source.
+            # nan and inf are no time, size or count.
             self.fail(option, value, "expected a finite number")
-        self.check_range(option, value, number, minimum, None)
+        self.check_range(option, value, number, minimum, maximum)
         return number
 
     def check_range(self, option, value, number, minimum, maximum):
