@@ -25,6 +25,7 @@ except ImportError:  # Windows
 
 import zc.buildout
 
+from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.zeoconf import Storage
@@ -137,6 +138,18 @@ class SettingsBase:
     @property
     def systemd_unit_path(self):
         return os.path.join(self.part_dir, "etc", f"{self.part}.service")
+
+    @property
+    def pack_service_path(self):
+        return os.path.join(self.part_dir, "etc", f"{self.part}-pack.service")
+
+    @property
+    def pack_timer_path(self):
+        return os.path.join(self.part_dir, "etc", f"{self.part}-pack.timer")
+
+    @property
+    def zeopack_path(self):
+        return os.path.join(self.bin_dir, self.zeopack_script_name)
 
     @property
     def control_script(self):
@@ -402,6 +415,23 @@ class Reader:
         return zope2_default(self.script_source(option, option),
                              self.existing_path("zope2-location"), option)
 
+    def calendar(self, option):
+        """A systemd calendar expression, which systemd checks where
+        systemd-analyze is installed."""
+        value = self.text(option)
+        if not value:
+            return None
+        if "\n" in value:
+            self.fail(option, value, "give one calendar expression, on one "
+                      "line")
+        problem = systemd.calendar_problem(value)
+        if problem:
+            self.fail(option, value, (
+                "systemd does not understand this calendar expression "
+                f"({problem}); see systemd.time(7), e.g. 'Sun *-*-* "
+                "03:00:00' or 'weekly'"))
+        return value
+
     def log_level(self, option):
         value = self.text(option).lower()
         if value not in LOG_LEVELS and not value.isdigit():
@@ -624,6 +654,8 @@ OPTIONS = (
            "stop_timeout", integer(1), int),
     Option("systemd-unit", "false", "also write a systemd unit",
            "systemd_unit", R.boolean, bool),
+    Option("pack-schedule", None, "when a systemd timer runs bin/zeopack",
+           "pack_schedule", R.calendar),
     Option("relative-paths", None, "scripts and zeo.conf follow a moved "
            "buildout", "relative_paths", R.relative_paths),
     Option("eggs", None, "more eggs on the server's path", "eggs", R.lines,
@@ -904,13 +936,21 @@ def check_scale_out(reader, settings):
 
 
 def check_systemd_unit(reader, settings):
-    """The unit is named after the part: systemd accepts fewer characters
-    in a unit name than buildout in a part name."""
-    if settings.systemd_unit and not re.fullmatch(r"[A-Za-z0-9:_.-]+",
-                                                  settings.part):
-        reader.fail("systemd-unit", reader.text("systemd-unit"), (
-            f"the part name {settings.part!r} cannot name a systemd unit "
-            "(letters, digits, ':', '_', '.', '-'); rename the part"))
+    """The units are named after the part: systemd accepts fewer
+    characters in a unit name than buildout in a part name.  The pack
+    timer runs bin/zeopack."""
+    for option, wanted in (("systemd-unit", settings.systemd_unit),
+                           ("pack-schedule", settings.pack_schedule)):
+        if wanted and not re.fullmatch(r"[A-Za-z0-9:_.-]+", settings.part):
+            reader.fail(option, reader.text(option), (
+                f"the part name {settings.part!r} cannot name a systemd "
+                "unit (letters, digits, ':', '_', '.', '-'); rename the "
+                "part"))
+    if settings.pack_schedule and settings.zeopack == "":
+        reader.fail("pack-schedule", settings.pack_schedule, (
+            "zeopack = (empty) makes no bin/zeopack for the timer to "
+            "run: remove that line to get the recipe's bin/zeopack, or "
+            "remove pack-schedule"))
 
 
 def check_addresses_differ(reader, settings):

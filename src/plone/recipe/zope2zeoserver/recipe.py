@@ -93,9 +93,7 @@ class Recipe:
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts(
             self.eggs.working_set)
-        if settings.systemd_unit:
-            with open(settings.systemd_unit_path, "w", encoding="utf-8") as f:
-                f.write(systemd.unit_text(settings))
+        systemd.write_units(settings)
         if self.name in stopped_for_reinstall:
             stopped_for_reinstall.discard(self.name)
             start_again(self.name, self.options["control-script"])
