@@ -245,3 +245,36 @@ def test_new_lines_since_a_mark(tmp_path):
     assert logs.new_lines(str(path), None)[-1] == "new 2\n"
     assert len(logs.new_lines(str(path), 10**6)) == 10
     assert logs.new_lines(str(tmp_path / "missing"), 0) == []
+
+
+BUILD_TIME = {"recipe", "options", "zeoconf", "eggs", "scripts", "tls",
+              "systemd"}
+
+
+def imported_modules(path):
+    """The modules PATH imports, at the top or inside functions."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}"
+                         for alias in node.names)
+    return found
+
+
+def test_run_time_modules_never_import_build_time_ones():
+    """The generated scripts work where buildout is gone, and pay for no
+    build-time module (README, Development)."""
+    package = ROOT / "src" / "plone" / "recipe" / "zope2zeoserver"
+    prefix = "plone.recipe.zope2zeoserver."
+    build_time = {prefix + name for name in BUILD_TIME}
+    run_time = [path for path in package.glob("*.py")
+                if path.stem not in BUILD_TIME]
+    assert len(run_time) > 15
+    for path in run_time:
+        wrong = {name for name in imported_modules(path)
+                 if name in build_time or name.startswith("zc.buildout")}
+        assert not wrong, (path.name, wrong)
