@@ -219,7 +219,8 @@ ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 class Watch:
     """bin/<part> stats --watch ARGS with its output on a pseudo-terminal
-    (24 x 100) and its stderr on a pipe."""
+    (24 x 100), read by a thread of its own so that it never blocks, and
+    its stderr on a pipe."""
 
     def __init__(self, buildout, *args):
         import fcntl
@@ -236,22 +237,26 @@ class Watch:
             stderr=subprocess.PIPE, text=True, start_new_session=True)
         os.close(slave)
         self.data = ""
+        self.reader = threading.Thread(target=self.drain, daemon=True)
+        self.reader.start()
+
+    def drain(self):
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the process and its terminal are gone
+                return
+            if not chunk:
+                return
+            self.data += chunk.decode("utf-8", "replace")
 
     def read(self, until, timeout=20):
-        """Read the terminal until UNTIL(self) or the end, within TIMEOUT
-        seconds; UNTIL's value."""
-        import select
+        """Wait until UNTIL(self) or the end of the output, within
+        TIMEOUT seconds; UNTIL's value."""
         deadline = time.monotonic() + timeout
-        while not until(self) and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError:  # EIO: the other side is closed
-                    chunk = b""
-                if not chunk:
-                    break
-                self.data += chunk.decode("utf-8", "replace")
+        while (not until(self) and self.reader.is_alive()
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         return until(self)
 
     def screens(self):
@@ -272,15 +277,19 @@ class Watch:
 
     def end(self, timeout=20):
         """(exit status, stderr) once the process has ended."""
-        try:
-            _, stderr = self.process.communicate(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.communicate()
-            self.read(lambda watch: False, timeout=1)
-            os.close(self.master)
+        _, stderr = self.process.communicate(timeout=timeout)
+        self.reader.join(5)
         return self.process.returncode, stderr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self.reader.join(5)
+        os.close(self.master)
 
 
 @contextlib.contextmanager
@@ -307,14 +316,11 @@ def committing(address, seconds=30):
 
 def test_stats_watch_redraws_rates_until_ctrl_c(server):
     address = ("127.0.0.1", server.port)
-    with committing(address):
-        watch = Watch(server, "0.2")
-        try:
-            busy = watch.read(lambda w: (row := w.row("1")) is not None
-                              and row["commits/s"] not in ("-", "0.0"))
-        finally:
-            watch.process.send_signal(signal.SIGINT)
-            status, stderr = watch.end()
+    with committing(address), Watch(server, "0.2") as watch:
+        busy = watch.read(lambda w: (row := w.row("1")) is not None
+                          and row["commits/s"] not in ("-", "0.0"))
+        watch.process.send_signal(signal.SIGINT)
+        status, stderr = watch.end()
     assert busy, watch.data
     assert status == 0, (watch.data, stderr)
     assert stderr == ""
@@ -334,14 +340,10 @@ def test_stats_watch_redraws_rates_until_ctrl_c(server):
 
 
 def test_stats_watch_ends_when_the_server_goes_away(server):
-    watch = Watch(server, "0.2")
-    try:
+    with Watch(server, "0.2") as watch:
         assert watch.read(lambda w: w.row("1") is not None), watch.data
         assert server.ctl("stop").returncode == 0
         status, stderr = watch.end()
-    finally:
-        if watch.process.poll() is None:
-            watch.process.kill()
     assert status == 1, (watch.data, stderr)
     assert stderr == (
         f"stopped watching: the ZEO server at 127.0.0.1:{server.port} is "
@@ -364,10 +366,22 @@ def test_stats_watch_refusals(buildout):
     [line] = result.stderr.splitlines()
     assert "not allowed with argument" in line, line
     # On a terminal, a server that does not run: as stats says it.
-    watch = Watch(buildout, "0.2")
-    status, stderr = watch.end()
+    with Watch(buildout, "0.2") as watch:
+        status, stderr = watch.end()
     assert status == 3, (watch.data, stderr)
     assert stderr == (
         f"the ZEO server at 127.0.0.1:{buildout.port} is not running "
         "(Connection refused); start it with the start command\n")
     assert "\x1b[" not in watch.data  # the screen is left alone
+
+
+def test_stats_watch_ctrl_c_while_the_server_keeps_it_waiting(buildout):
+    buildout.install()
+    asking = threading.Event()
+    with impostor(buildout.port, lambda conn: asking.set()), \
+            Watch(buildout, "0.2") as watch:
+        assert asking.wait(20)  # connected, waiting for an answer
+        watch.process.send_signal(signal.SIGINT)
+        status, stderr = watch.end()
+    assert status == 0, (watch.data, stderr)
+    assert stderr == "" and "Traceback" not in watch.data

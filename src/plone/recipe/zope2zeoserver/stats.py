@@ -324,13 +324,13 @@ def stats_command(address, arg, tls=None, roles=None):
               "'stats --json' in a loop or scrape metrics-address",
               file=sys.stderr)
         return 2
+    if options.watch is not None:
+        return watch(address, options, tls, roles)
     try:
         statuses = server_statuses(address, options.timeout, tls)
     except NoAnswer as e:
         print(e, file=sys.stderr)
         return STATUS_NOT_RUNNING if e.down else 1
-    if options.watch is not None:
-        return watch(address, statuses, options, tls, roles)
     if options.json:
         print(json_text(describe(address), statuses, roles))
     else:
@@ -338,23 +338,29 @@ def stats_command(address, arg, tls=None, roles=None):
     return 0
 
 
-def watch(address, statuses, options, tls, roles):
+def watch(address, options, tls, roles):
     """`stats --watch`: redraw the figures of the server at ADDRESS in
-    place, like top, every OPTIONS.watch seconds, starting from its
-    answer STATUSES; 0 on Ctrl-C, 1 once the server no longer answers."""
+    place, like top, every OPTIONS.watch seconds; 0 on Ctrl-C, 1 once
+    the server no longer answers (3 if it never did, as `stats`)."""
     import shutil  # for --watch only
-    where = describe(address)
     out = sys.stdout
-    before, asked = statuses, time.monotonic()
-    per_second = rates({}, statuses, 0)
+    drawing = False
     try:
+        try:
+            statuses = server_statuses(address, options.timeout, tls)
+        except NoAnswer as e:
+            print(e, file=sys.stderr)
+            return STATUS_NOT_RUNNING if e.down else 1
+        before, asked = statuses, time.monotonic()
+        per_second = rates({}, statuses, 0)
+        drawing = True
         out.write(HIDE_CURSOR + CLEAR)  # each screen starts at HOME
         while True:
             # Cut to the terminal: a line that wrapped, or one too many,
             # would scroll the screen instead of redrawing it.
             columns, rows = shutil.get_terminal_size()
-            lines = watch_lines(where, statuses, per_second, roles,
-                                options.watch)[:max(1, rows - 1)]
+            lines = watch_lines(describe(address), statuses, per_second,
+                                roles, options.watch)[:max(1, rows - 1)]
             out.write(HOME + "".join(line[:columns - 1] + ERASE_LINE + "\n"
                                      for line in lines) + ERASE_BELOW)
             out.flush()
@@ -378,8 +384,9 @@ def watch(address, statuses, options, tls, roles):
     except KeyboardInterrupt:
         return 0
     finally:
-        out.write(SHOW_CURSOR)
-        out.flush()
+        if drawing:
+            out.write(SHOW_CURSOR)
+            out.flush()
 
 
 def check_command(address, arg, tls=None):
