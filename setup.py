@@ -40,7 +40,7 @@ setup(
     python_requires=">=3.10",
     packages=find_namespace_packages("src", include=["plone.*"]),
     package_dir={"": "src"},
-    package_data={"plone.recipe.zope2zeoserver": ["*.in", "*.xml"]},
+    package_data={"plone.recipe.zope2zeoserver": ["*.in", "*.xml", "*.json"]},
     include_package_data=True,
     zip_safe=False,
     # Nothing: zc.buildout resolves and fingerprints a recipe's whole

@@ -322,6 +322,10 @@ def test_metrics_follow_client_work(buildout):
     assert ("zeo_seconds_since_last_transaction", "1") not in before
     # Only a ZRS secondary has replication figures.
     assert not {name for name, _ in before if "replication" in name}
+    # The size is the Data.fs's: an empty one is its header.
+    data_fs = buildout.path("var", "filestorage", "Data.fs")
+    assert before[("zeo_storage_size_bytes", "1")] == \
+        data_fs.stat().st_size == 4
     for n in range(3):
         commit(address, n=n)
     with client(address) as db:
@@ -335,11 +339,14 @@ def test_metrics_follow_client_work(buildout):
     assert after[("zeo_conflicts_total", "1")] >= 1
     assert after[("zeo_active_transactions", "1")] == 0
     assert 0 <= after[("zeo_seconds_since_last_transaction", "1")] < 60
+    assert after[("zeo_storage_size_bytes", "1")] == \
+        data_fs.stat().st_size > 4
     assert {name for name, _ in after} >= {
         "zeo_commits_total", "zeo_aborts_total", "zeo_loads_total",
         "zeo_stores_total", "zeo_conflicts_total",
         "zeo_conflicts_resolved_total", "zeo_clients",
-        "zeo_active_transactions", "zeo_commit_lock_held_seconds"}
+        "zeo_active_transactions", "zeo_commit_lock_held_seconds",
+        "zeo_storage_size_bytes"}
     assert get(metrics_port, "/")[0] == 404
     assert get(metrics_port, "/metrics", "POST")[0] == 405
     assert get(metrics_port, "/metrics?name[]=x")[0] == 200

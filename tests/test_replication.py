@@ -131,6 +131,8 @@ def test_secondary_follows_primary_through_crashes_and_promotion(
         values = metrics(metrics_port)
         assert values["zeo_replication_connected", "1"] == 1
         assert 0 <= values["zeo_replication_lag_seconds", "1"] < 1
+        assert values["zeo_storage_size_bytes", "1"] == second.path(
+            "var", "filestorage", "Data.fs").stat().st_size
         assert second.ctl("check").returncode == 0
         # The primary counts the secondaries connected to it.
         assert (f"primary; secondaries connect to 127.0.0.1:{replication}"

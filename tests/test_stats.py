@@ -4,7 +4,9 @@ its own address, as a person, a script and a monitoring system read them.
 
 import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -208,3 +210,178 @@ def test_stats_and_check_over_a_unix_socket(buildout):
     result = buildout.ctl("check")
     assert result.returncode == 2, output(result)
     assert buildout.ctl("stats").returncode == 3
+
+
+# -- stats --watch ------------------------------------------------------------
+
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Watch:
+    """bin/<part> stats --watch ARGS with its output on a pseudo-terminal
+    (24 x 100), read by a thread of its own so that it never blocks, and
+    its stderr on a pipe."""
+
+    def __init__(self, buildout, *args):
+        import fcntl
+        import pty
+        import struct
+        import subprocess
+        import termios
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", 24, 100, 0, 0))
+        self.process = subprocess.Popen(
+            [str(buildout.path("bin", "zeo")), "stats", "--watch", *args],
+            cwd=buildout.dir, stdin=slave, stdout=slave,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        os.close(slave)
+        self.data = ""
+        self.reader = threading.Thread(target=self.drain, daemon=True)
+        self.reader.start()
+
+    def drain(self):
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the process and its terminal are gone
+                return
+            if not chunk:
+                return
+            self.data += chunk.decode("utf-8", "replace")
+
+    def read(self, until, timeout=20):
+        """Wait until UNTIL(self) or the end of the output, within
+        TIMEOUT seconds; UNTIL's value."""
+        deadline = time.monotonic() + timeout
+        while (not until(self) and self.reader.is_alive()
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        return until(self)
+
+    def screens(self):
+        """Each screen drawn, without its escape sequences, as lines."""
+        return [ESCAPES.sub("", screen).splitlines()
+                for screen in self.data.split("\x1b[H")[1:]]
+
+    def row(self, storage):
+        """The last full row of STORAGE: {column title: cell}."""
+        for lines in reversed(self.screens()):
+            titles = [line.split() for line in lines
+                      if line.startswith("storage  ")]
+            cells = [line.split(None, 7) for line in lines
+                     if line.split()[:1] == [storage]]
+            if titles and cells and len(cells[0]) == 8:
+                return dict(zip(titles[0], cells[0]))
+        return None
+
+    def end(self, timeout=20):
+        """(exit status, stderr) once the process has ended."""
+        _, stderr = self.process.communicate(timeout=timeout)
+        self.reader.join(5)
+        return self.process.returncode, stderr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self.reader.join(5)
+        os.close(self.master)
+
+
+@contextlib.contextmanager
+def committing(address, seconds=30):
+    """A client committing as fast as it can, in a thread, while inside."""
+    stop = threading.Event()
+
+    def work():
+        with client(address) as db:
+            deadline = time.monotonic() + seconds
+            n = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                with db.transaction() as conn:
+                    conn.root()["n"] = n = n + 1
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(20)
+
+
+def test_stats_watch_redraws_rates_until_ctrl_c(server):
+    address = ("127.0.0.1", server.port)
+    with committing(address), Watch(server, "0.2") as watch:
+        busy = watch.read(lambda w: (row := w.row("1")) is not None
+                          and row["commits/s"] not in ("-", "0.0"))
+        watch.process.send_signal(signal.SIGINT)
+        status, stderr = watch.end()
+    assert busy, watch.data
+    assert status == 0, (watch.data, stderr)
+    assert stderr == ""
+    assert "Traceback" not in watch.data
+    screens = watch.screens()
+    assert len(screens) >= 2
+    assert screens[-1][0].startswith(
+        f"ZEO server at 127.0.0.1:{server.port} - ")
+    assert screens[-1][0].endswith(", every 0.2 s (Ctrl-C ends)")
+    row = watch.row("1")
+    assert float(row["commits/s"]) > 0 and float(row["stores/s"]) > 0
+    assert row["clients"] == "1"
+    # The first screen has no rates yet; the cursor is shown again.
+    assert watch.screens()[0][3].split()[1] == "-"
+    assert watch.data.startswith("\x1b[?25l") and \
+        watch.data.endswith("\x1b[?25h")
+
+
+def test_stats_watch_ends_when_the_server_goes_away(server):
+    with Watch(server, "0.2") as watch:
+        assert watch.read(lambda w: w.row("1") is not None), watch.data
+        assert server.ctl("stop").returncode == 0
+        status, stderr = watch.end()
+    assert status == 1, (watch.data, stderr)
+    assert stderr == (
+        f"stopped watching: the ZEO server at 127.0.0.1:{server.port} is "
+        "not running (Connection refused); start it with the start "
+        "command\n")
+    assert "Traceback" not in watch.data
+
+
+def test_stats_watch_refusals(buildout):
+    buildout.install()
+    # Not on a terminal: nothing to redraw.
+    result = buildout.ctl("stats", "--watch")
+    assert result.returncode == 2, output(result)
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "--watch redraws a terminal" in line
+    assert "'stats --json' in a loop" in line and "metrics-address" in line
+    result = buildout.ctl("stats", "--watch", "1", "--json")
+    assert result.returncode == 2, output(result)
+    [line] = result.stderr.splitlines()
+    assert "not allowed with argument" in line, line
+    # On a terminal, a server that does not run: as stats says it.
+    with Watch(buildout, "0.2") as watch:
+        status, stderr = watch.end()
+    assert status == 3, (watch.data, stderr)
+    assert stderr == (
+        f"the ZEO server at 127.0.0.1:{buildout.port} is not running "
+        "(Connection refused); start it with the start command\n")
+    assert "\x1b[" not in watch.data  # the screen is left alone
+
+
+def test_stats_watch_ctrl_c_while_the_server_keeps_it_waiting(buildout):
+    buildout.install()
+    asking = threading.Event()
+    with impostor(buildout.port, lambda conn: asking.set()), \
+            Watch(buildout, "0.2") as watch:
+        assert asking.wait(20)  # connected, waiting for an answer
+        watch.process.send_signal(signal.SIGINT)
+        status, stderr = watch.end()
+    assert status == 0, (watch.data, stderr)
+    assert stderr == "" and "Traceback" not in watch.data

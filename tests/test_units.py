@@ -278,3 +278,95 @@ def test_run_time_modules_never_import_build_time_ones():
         wrong = {name for name in imported_modules(path)
                  if name in build_time or name.startswith("zc.buildout")}
         assert not wrong, (path.name, wrong)
+
+
+def status(start="Thu Nov 26 17:20:56 2026", **counters):
+    """A storage's `server_status`, as ZEO's `ruok` answers it."""
+    values = {"start": start, "connections": 3, "verifying_clients": 0,
+              "active_txns": 1, "waiting": 2, "lock_time": None,
+              "commits": 0, "aborts": 0, "loads": 0, "stores": 0,
+              "conflicts": 0, "conflicts_resolved": 0,
+              "last-transaction": "0" * 16}
+    values.update(counters)
+    return values
+
+
+def test_rates_per_second_between_two_answers():
+    from plone.recipe.zope2zeoserver import stats
+    before = {"1": status(commits=10, loads=100, stores=20)}
+    after = {"1": status(commits=15, loads=400, stores=30),
+             "2": status(commits=7)}
+    assert stats.rates(before, after, 2.0) == {
+        "1": {"commits": 2.5, "loads": 150.0, "stores": 5.0},
+        # New since the last answer: nothing to compare.
+        "2": {"commits": None, "loads": None, "stores": None}}
+    # The first screen has no previous answer.
+    assert stats.rates({}, before, 0) == {
+        "1": {"commits": None, "loads": None, "stores": None}}
+    # The server restarted in between: its counters began again.
+    restarted = {"1": status(start="Thu Nov 26 17:25:00 2026", commits=1,
+                             loads=500, stores=1)}
+    assert stats.rates(before, restarted, 2.0)["1"]["commits"] is None
+    back = {"1": status(commits=3, loads=100, stores=20)}
+    assert stats.rates(before, back, 2.0)["1"] == {
+        "commits": None, "loads": 0.0, "stores": 0.0}
+
+
+def test_watch_screen():
+    from plone.recipe.zope2zeoserver import stats
+    now = 1795713661.5  # 4.2 s after the transaction below
+    statuses = {
+        "1": status(commits=15, lock_time=now - 12.34,
+                    **{"last-transaction": "040d4770f48f5922"}),
+        "catalog": status(connections=0, waiting=0, active_txns=0)}
+    per_second = {"1": {"commits": 2.5, "loads": 1234.56, "stores": 5.0},
+                  "catalog": dict.fromkeys(stats.RATE_COUNTERS)}
+    lines = stats.watch_lines("127.0.0.1:8100", statuses, per_second, {},
+                              0.5, now)
+    assert lines[0].startswith("ZEO server at 127.0.0.1:8100 - ")
+    assert lines[0].endswith(", every 0.5 s (Ctrl-C ends)")
+    assert lines[1:] == [
+        "",
+        "storage  commits/s  loads/s  stores/s  clients  waiting    lock"
+        "  last txn",
+        "1              2.5   1234.6       5.0        3        2  12.3 s"
+        "   4 s ago",
+        "catalog          -        -         -        0        0    free"
+        "      none",
+    ]
+    role = {"role": "secondary", "replicate_from": "10.0.0.5:8101"}
+    lines = stats.watch_lines("x", {"1": status()}, {"1": per_second[
+        "catalog"]}, {"1": role}, 2, now)
+    assert lines[1] == ("storage 1: secondary (read-only) of the primary "
+                        "at 10.0.0.5:8101")
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.4, "0 s"), (119, "119 s"), (120, "2 min"), (7199, "119 min"),
+    (7200, "2 h"), (3 * 86400, "3 d")])
+def test_duration_text(seconds, text):
+    from plone.recipe.zope2zeoserver import stats
+    assert stats.duration_text(seconds) == text
+
+
+@pytest.mark.parametrize("arg, watch", [
+    ("", None), ("--watch", 2), ("--watch 0.2", 0.2),
+    ("--watch --timeout 1", 2)])
+def test_stats_watch_argument(arg, watch):
+    from plone.recipe.zope2zeoserver import arguments
+    from plone.recipe.zope2zeoserver import stats
+    options, status = arguments.parse_command(stats.stats_parser(), arg)
+    assert status is None and options.watch == watch
+
+
+@pytest.mark.parametrize("arg, error", [
+    ("--watch 0", "'0' is less than 0.1 seconds"),
+    ("--watch soon", "argument --watch: 'soon' is not a number"),
+    ("--watch --json", "not allowed with argument"),
+])
+def test_stats_watch_mistakes_are_one_line(capsys, arg, error):
+    from plone.recipe.zope2zeoserver import arguments
+    from plone.recipe.zope2zeoserver import stats
+    assert arguments.parse_command(stats.stats_parser(), arg) == (None, 2)
+    [line] = capsys.readouterr().err.splitlines()
+    assert error in line, line

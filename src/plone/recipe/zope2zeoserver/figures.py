@@ -18,7 +18,9 @@ NO_TRANSACTION = "0" * 16  # last-transaction of an empty storage
 
 
 # Prometheus name, type, help, and the key of `figures()` (or of
-# `replication_figures()`) it shows.
+# `size_figures()`, `replication_figures()`) it shows.  The Grafana
+# dashboard (grafana-dashboard.json) queries these names: renaming one
+# breaks it (test_dashboard checks).
 METRICS = (
     ("zeo_commits_total", "counter", "Transactions committed.", "commits"),
     ("zeo_aborts_total", "counter", "Transactions aborted.", "aborts"),
@@ -38,6 +40,9 @@ METRICS = (
     ("zeo_seconds_since_last_transaction", "gauge",
      "Seconds since the last committed transaction; absent for an empty "
      "storage.", "seconds_since_last_transaction"),
+    ("zeo_storage_size_bytes", "gauge",
+     "Size of the storage in bytes as it reports it (a FileStorage: its "
+     "Data.fs; blobs are not counted).", "storage_size_bytes"),
     ("zeo_replication_secondaries", "gauge",
      "ZRS secondaries connected to this primary; absent on other servers.",
      "replication_secondaries"),
@@ -78,6 +83,13 @@ def figures(status, now=None):
         "seconds_since_last_transaction":
             None if last is None else round(max(0.0, now - last), 3),
     }
+
+
+def size_figures(status):
+    """The storage's size, when the metrics listener added it to its
+    `server_status` (`monitor.statuses`): ZEO's status does not have it."""
+    size = status.get("size")
+    return {} if size is None else {"storage_size_bytes": size}
 
 
 def replication_figures(status):
@@ -143,7 +155,8 @@ def stats_text(statuses, now=None):
 def metrics_text(statuses, now=None):
     """The Prometheus text exposition (format 0.0.4) of every storage."""
     now = time.time() if now is None else now
-    values = {name: {**figures(status, now), **replication_figures(status)}
+    values = {name: {**figures(status, now), **size_figures(status),
+                     **replication_figures(status)}
               for name, status in statuses.items()}
     lines = []
     for metric, kind, text, key in METRICS:

@@ -53,9 +53,22 @@ async def metrics_reply(storage_server, reader):
     if target.split("?")[0] != "/metrics":
         return http_response("404 Not Found",
                              "Not found: the metrics are at /metrics\n")
-    body = metrics_text(storage_server.ruok())
+    body = metrics_text(statuses(storage_server))
     return http_response("200 OK", body, PROMETHEUS_TYPE,
                          head_only=method == "HEAD")
+
+
+def statuses(storage_server):
+    """ZEO's `server_status` of every storage, with its size in bytes
+    (`getSize()`, as ZODB's DB.getSize(); not part of ZEO's status)."""
+    found = storage_server.ruok()
+    for name, status in found.items():
+        try:
+            status["size"] = storage_server.storages[name].getSize()
+        except Exception:
+            # One figure missing rather than the whole scrape failing.
+            logger.debug("size of storage %r unknown", name, exc_info=True)
+    return found
 
 
 def http_response(status, body="", content_type="text/plain; charset=utf-8",

@@ -3,11 +3,13 @@ and judge them.
 
 The control script (`ctl`) parses the command and prints; this module
 asks the server over its own address, with ZEO's `ruok` handshake, and
-turns the answer into what `stats` and `check` print.  The control
-script imports it only for those two commands: start, stop and status
-need none of it.
+turns the answer into what `stats` and `check` print; `stats --watch`
+asks again and again and shows the figures per second on a terminal.
+The control script imports it only for those two commands: start, stop
+and status need none of it.
 """
 
+import argparse
 import json
 import os
 import socket
@@ -29,6 +31,14 @@ ASK_TIMEOUT = 5  # seconds stats and check wait for each step of an answer
 # Monitoring-plugin exit statuses (Nagios, Icinga, Sensu, ...).
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 CHECK_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+WATCH_INTERVAL = 2  # seconds between the screens of stats --watch
+WATCH_MINIMUM = 0.1  # seconds: one answer and one screen each time
+# The counters stats --watch shows per second.
+RATE_COUNTERS = ("commits", "loads", "stores")
+# Terminal control (ANSI/VT100): cursor home, erase to the end of the
+# line, erase below, erase all, hide and show the cursor.
+HOME, ERASE_LINE, ERASE_BELOW, CLEAR = "\x1b[H", "\x1b[K", "\x1b[J", "\x1b[2J"
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 class NoAnswer(Exception):
@@ -131,6 +141,67 @@ def plain_text(where, statuses, roles):
     return "".join(lines) + figures.stats_text(statuses)
 
 
+def rates(before, after, seconds):
+    """{storage name: {counter: per second}} of RATE_COUNTERS between two
+    answers of the server (`server_statuses`) SECONDS apart.  None where
+    there is nothing to compare: a storage that is new in AFTER, or a
+    server that restarted in between (its counters start again)."""
+    found = {}
+    for name, status in after.items():
+        old = before.get(name)
+        restarted = old is None or old.get("start") != status.get("start")
+        found[name] = {
+            key: None if restarted or seconds <= 0
+            or status[key] < old[key]
+            else (status[key] - old[key]) / seconds
+            for key in RATE_COUNTERS}
+    return found
+
+
+def watch_lines(where, statuses, per_second, roles, interval, now=None):
+    """The screen of `stats --watch`, as lines: the server, the time, the
+    role of each replicated storage, then one row per storage with its
+    counters per second (PER_SECOND, `rates`) and its state now."""
+    now = time.time() if now is None else now
+    lines = [f"ZEO server at {where} - "
+             f"{time.strftime('%H:%M:%S', time.localtime(now))}, every "
+             f"{interval:g} s (Ctrl-C ends)"]
+    for name, role in roles.items():
+        lines.append(f"storage {name}: " + replication.role_text(
+            role, statuses.get(name, {}).get("replication"), now))
+    rows = [("storage", "commits/s", "loads/s", "stores/s", "clients",
+             "waiting", "lock", "last txn")]
+    for name in sorted(statuses):
+        values = figures.figures(statuses[name], now)
+        rows.append((
+            name,
+            *("-" if per_second[name][key] is None
+              else f"{per_second[name][key]:.1f}" for key in RATE_COUNTERS),
+            str(values["clients"]), str(values["waiting_transactions"]),
+            f"{values['commit_lock_seconds']:.1f} s"
+            if values["commit_lock_seconds"] else "free",
+            "none" if values["seconds_since_last_transaction"] is None
+            else duration_text(values["seconds_since_last_transaction"])
+            + " ago"))
+    widths = [max(len(row[column]) for row in rows)
+              for column in range(len(rows[0]))]
+    lines.append("")
+    for row in rows:
+        lines.append("  ".join(
+            [row[0].ljust(widths[0])]
+            + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        ).rstrip())
+    return lines
+
+
+def duration_text(seconds):
+    """'4 s', '12 min', '3 h', '5 d': how long ago, at a glance."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def health(statuses, lock_warning, lock_critical=None, now=None):
     """(exit status, summary, perfdata) of a monitoring check: a commit
     lock held too long means commits are stuck behind one client."""
@@ -191,10 +262,25 @@ def stats_parser():
         description="Print the running server's statistics per storage "
                     "(the figures of 1.x's monitor server). Exit status 3 "
                     "when the server is not running.")
-    parser.add_argument("--json", action="store_true",
-                        help="print them as JSON")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true",
+                       help="print them as JSON")
+    shown.add_argument(
+        "--watch", type=watch_interval, nargs="?", const=WATCH_INTERVAL,
+        metavar="SECONDS",
+        help="on a terminal, show them again every SECONDS (default: "
+             f"{WATCH_INTERVAL}), with commits, loads and stores per "
+             "second, until Ctrl-C")
     add_timeout(parser)
     return parser
+
+
+def watch_interval(text):
+    value = non_negative(text)
+    if value < WATCH_MINIMUM:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is less than {WATCH_MINIMUM:g} seconds")
+    return value
 
 
 def check_parser():
@@ -232,6 +318,14 @@ def stats_command(address, arg, tls=None, roles=None):
     if options is None:
         return status
     roles = roles or {}
+    if options.watch is not None and not sys.stdout.isatty():
+        print(f"{stats_parser().prog}: error: --watch redraws a terminal "
+              "and the output is not one; for figures over time, run "
+              "'stats --json' in a loop or scrape metrics-address",
+              file=sys.stderr)
+        return 2
+    if options.watch is not None:
+        return watch(address, options, tls, roles)
     try:
         statuses = server_statuses(address, options.timeout, tls)
     except NoAnswer as e:
@@ -242,6 +336,57 @@ def stats_command(address, arg, tls=None, roles=None):
     else:
         print(plain_text(describe(address), statuses, roles), end="")
     return 0
+
+
+def watch(address, options, tls, roles):
+    """`stats --watch`: redraw the figures of the server at ADDRESS in
+    place, like top, every OPTIONS.watch seconds; 0 on Ctrl-C, 1 once
+    the server no longer answers (3 if it never did, as `stats`)."""
+    import shutil  # for --watch only
+    out = sys.stdout
+    drawing = False
+    try:
+        try:
+            statuses = server_statuses(address, options.timeout, tls)
+        except NoAnswer as e:
+            print(e, file=sys.stderr)
+            return STATUS_NOT_RUNNING if e.down else 1
+        before, asked = statuses, time.monotonic()
+        per_second = rates({}, statuses, 0)
+        drawing = True
+        out.write(HIDE_CURSOR + CLEAR)  # each screen starts at HOME
+        while True:
+            # Cut to the terminal: a line that wrapped, or one too many,
+            # would scroll the screen instead of redrawing it.
+            columns, rows = shutil.get_terminal_size()
+            lines = watch_lines(describe(address), statuses, per_second,
+                                roles, options.watch)[:max(1, rows - 1)]
+            out.write(HOME + "".join(line[:columns - 1] + ERASE_LINE + "\n"
+                                     for line in lines) + ERASE_BELOW)
+            out.flush()
+            time.sleep(max(0.0, options.watch - (time.monotonic() - asked)))
+            try:
+                statuses = server_statuses(address, options.timeout, tls)
+            except NoAnswer:
+                # Once more: a server that is stopping may drop the
+                # connection before it refuses one, which says more.
+                time.sleep(min(options.watch, 0.5))
+                try:
+                    statuses = server_statuses(address, options.timeout, tls)
+                except NoAnswer as e:
+                    out.write(SHOW_CURSOR)
+                    out.flush()
+                    print(f"stopped watching: {e}", file=sys.stderr)
+                    return 1
+            now = time.monotonic()
+            per_second = rates(before, statuses, now - asked)
+            before, asked = statuses, now
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if drawing:
+            out.write(SHOW_CURSOR)
+            out.flush()
 
 
 def check_command(address, arg, tls=None):
