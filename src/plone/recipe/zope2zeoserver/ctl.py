@@ -6,6 +6,7 @@ server accepts connections or fails with the reason, status follows LSB
 exit codes, fg is the server itself, waits poll finely and are bounded.
 """
 
+import functools
 import os
 import re
 import signal
@@ -218,7 +219,8 @@ class Commands(zdaemon.zdctl.ZDCmd):
         deadline = time.monotonic() + self.options.start_timeout
         # zdctl starts the daemon manager with os.spawnvp: a new Python
         # importing this script's modules again (~0.15 s).  A fork has them.
-        os.spawnvp, spawnvp = spawn_manager, os.spawnvp
+        os.spawnvp, spawnvp = functools.partial(
+            spawn_manager, schema=self.options.schema), os.spawnvp
         try:
             failed = super().do_start(arg)
         finally:
@@ -550,18 +552,18 @@ def not_ours(pid, verb):
     return 1
 
 
-def spawn_manager(mode, file, args):
+def spawn_manager(mode, file, args, schema=None):
     """os.spawnvp(MODE, FILE, ARGS) as zdctl's start calls it (ARGS: this
     Python, this script, zdrun's arguments), in a fork: the daemon
-    manager runs in the child with the modules this process has loaded.
-    Returns the child's pid."""
+    manager runs in the child with the modules this process has loaded,
+    and SCHEMA, ZEO's schema as it loaded it.  Returns the child's pid."""
     pid = os.fork()
     if pid:
         return pid
     status = 1
     try:
         os.environ.pop("DAEMON_MANAGER_MODE", None)  # zdctl set it for ARGS
-        status = run_manager(args[2:]) or 0
+        status = run_manager(args[2:], schema) or 0
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else int(bool(e.code))
     except BaseException:
@@ -573,12 +575,19 @@ def spawn_manager(mode, file, args):
         os._exit(status)
 
 
-def run_manager(args):
-    """zdaemon's manager (zdrun) with ARGS, which runs the server."""
+def run_manager(args, schema=None):
+    """zdaemon's manager (zdrun) with ARGS, which runs the server; with
+    SCHEMA it does not load ZEO's schema again."""
     import zdaemon.zdrun
     os.environ[MANAGED_ENV] = "1"
+    # zdaemon.zdrun.main, but with the schema given.
+    manager = zdaemon.zdrun.Daemonizer()
+    manager.options = zdaemon.zdrun.ZDRunOptions()
+    manager.options.schema = schema
     try:
-        return zdaemon.zdrun.main(args)
+        manager.options.realize(args)
+        manager.logger = manager.options.logger
+        return manager.run()
     except OSError as e:  # e.g. a log directory it may not write
         where = f": {e.filename}" if e.filename else ""
         fail(f"the daemon manager cannot start: {e.strerror or e}{where}")

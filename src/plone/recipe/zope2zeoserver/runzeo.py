@@ -16,7 +16,6 @@ import ZEO.runzeo
 from ZODB.FileStorage.FileStorage import FileStorageFormatError
 
 from plone.recipe.zope2zeoserver import acceptor
-from plone.recipe.zope2zeoserver import monitor
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
 from plone.recipe.zope2zeoserver.files import lock_holder
@@ -35,9 +34,8 @@ class Server(ZEO.runzeo.ZEOServer):
 
     def __init__(self, options, monitor_address=None, metrics_address=None):
         super().__init__(options)
-        self.wanted = [
-            ("monitor-address", monitor_address, monitor.monitor_reply),
-            ("metrics-address", metrics_address, monitor.metrics_reply)]
+        self.wanted = [("monitor-address", monitor_address, "monitor_reply"),
+                       ("metrics-address", metrics_address, "metrics_reply")]
         self.listeners = []  # (Listener, its reply coroutine)
 
     def check_socket(self):
@@ -50,13 +48,15 @@ class Server(ZEO.runzeo.ZEOServer):
         for option, address, reply in self.wanted:
             if address is None:
                 continue
+            # Only here: a server without listeners never imports them.
+            from plone.recipe.zope2zeoserver import monitor
             try:
                 listener = monitor.Listener(address, option)
             except monitor.ListenError as e:
                 self.close_listeners()
                 print(f"Error: {e}", file=sys.stderr)
                 sys.exit(EXIT_CONFIGURATION)
-            self.listeners.append((listener, reply))
+            self.listeners.append((listener, getattr(monitor, reply)))
 
     def check_storage_locks(self):
         """Two servers writing one Data.fs corrupt it; FileStorage's lock
