@@ -188,6 +188,7 @@ def test_resolved_conf_is_stale_once_a_source_is_newer(tmp_path):
         ("storage", "1"), ("storage", "other"),
         ("file", "1 /srv/a dir/Data.fs"),
         ("role", '1 {"role": "primary", "replicate_to": "h:1"}'),
+        ("start-timeout", "60"), ("stop-timeout", "20"),
         ("pack-days", "0.5")])
     found, fresh = resolved.read(str(path), str(tmp_path))
     assert fresh
@@ -198,6 +199,7 @@ def test_resolved_conf_is_stale_once_a_source_is_newer(tmp_path):
     assert conf.files == {"1": "/srv/a dir/Data.fs"}
     assert conf.roles == {"1": {"role": "primary", "replicate_to": "h:1"}}
     assert conf.pack_days == 0.5 and conf.tls is None
+    assert conf.stop_limit == 65
     later = os.stat(path).st_mtime_ns + 10**9
     os.utime(source, ns=(later, later))
     assert resolved.read(str(path), str(tmp_path)) == (found, False)

@@ -1,9 +1,10 @@
 """bin/<part>: the control script's entry point.
 
-`status`, `stats` and `check` are answered from the resolved
-configuration (resolved.py), `status` at about the cost of starting
-Python; every other command goes to ctl.py (zdaemon's commands on
-zeo.conf), as do these three where resolved.conf cannot be used.
+`status`, `stats`, `check` and the `stop` of a server zdaemon runs are
+answered from the resolved configuration (resolved.py), `status` at
+about the cost of starting Python; every other command goes to ctl.py
+(zdaemon's commands on zeo.conf), as do these where resolved.conf cannot
+be used.
 """
 
 import os
@@ -13,7 +14,7 @@ from plone.recipe.zope2zeoserver import processes
 from plone.recipe.zope2zeoserver import resolved
 from plone.recipe.zope2zeoserver.addresses import can_connect
 
-QUICK_COMMANDS = ("status", "stats", "check")
+QUICK_COMMANDS = ("status", "stats", "check", "stop")
 
 
 def main(zeo_conf, buildout_dir, args=None):
@@ -30,14 +31,25 @@ def main(zeo_conf, buildout_dir, args=None):
         else:
             if command == "status":
                 return quick_status(conf, arg)
+            if command == "stop":
+                socket = conf.one("socket-name")
+                if processes.manager_pid(processes.ask_manager(socket))[1]:
+                    return processes.stop(socket, conf.stop_limit)
+                # Nothing runs under zdaemon: ctl says what runs instead.
+                return ctl_main(zeo_conf, buildout_dir, args)
             from plone.recipe.zope2zeoserver import stats
             if command == "check":
                 return stats.check_command(conf.address, arg, conf.tls)
             return stats.stats_command(conf.address, arg, conf.tls,
                                        conf.roles)
+    return ctl_main(zeo_conf, buildout_dir, args)
+
+
+def ctl_main(zeo_conf, buildout_dir, args):
+    """ctl.main, with the client certificate for stats and check."""
     from plone.recipe.zope2zeoserver import ctl
     found, _ = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
-    # The client certificate comes from the options: never stale.
+    # It comes from the options: never stale.
     return ctl.main(zeo_conf, buildout_dir, args, resolved.Resolved(found).tls)
 
 

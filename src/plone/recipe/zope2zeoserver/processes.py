@@ -19,15 +19,15 @@ STATUS_NOT_RUNNING = 3  # LSB: program is not running
 STATUS_UNKNOWN = 4  # LSB: status unknown (status given wrong arguments)
 
 
-def manager_status(socket_name):
-    """zdaemon's manager's answer to "status" (its text), or None when no
+def ask_manager(socket_name, action="status"):
+    """zdaemon's manager's answer to ACTION (its text), or None when no
     manager listens on SOCKET_NAME."""
     if not hasattr(socket, "AF_UNIX"):  # Windows: no zdaemon
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.connect(socket_name)
-            s.sendall(b"status\n")
+            s.sendall(action.encode() + b"\n")
             s.shutdown(socket.SHUT_WR)
             answer = b""
             while data := s.recv(1000):
@@ -83,7 +83,7 @@ def status(arg, roles, socket_name, pid_file, program, accepts):
         return STATUS_UNKNOWN
     for line in roles:
         print(line)
-    answer = manager_status(socket_name)
+    answer = ask_manager(socket_name)
     up, pid = manager_pid(answer)
     if not up:
         found, managed = server_process(pid_file, program, accepts)
@@ -104,6 +104,21 @@ def status(arg, roles, socket_name, pid_file, program, accepts):
     if arg.strip() == "-l" and up:
         print(answer)
     return 0 if pid else STATUS_NOT_RUNNING
+
+
+def stop(socket_name, limit, poll=0.01):
+    """`stop` of the server zdaemon's manager on SOCKET_NAME runs, as
+    zdctl's: the manager stops it; wait at most LIMIT seconds for that."""
+    import time
+    ask_manager(socket_name, "stop")
+    deadline = time.monotonic() + limit
+    while manager_pid(ask_manager(socket_name))[1]:
+        if time.monotonic() > deadline:
+            print(f"gave up waiting after {limit:g} s", file=sys.stderr)
+            return 1
+        time.sleep(poll)
+    print("daemon process stopped")
+    return 0
 
 
 def manager_command(pid, verb):

@@ -25,6 +25,8 @@ NAME = "resolved.conf"
 HEADER = ("# The part's configuration as bin/<part>, zeopack and repozo "
           "read it.  Written by\n# bin/buildout; what zeo.conf gives is "
           "read again once zeo.conf or a source is newer.\n")
+# Keys every resolved.conf of this version has.
+REQUIRED = {"address", "storage", "start-timeout"}
 # Keys from the options, not from zeo.conf: never stale.
 PART_KEYS = ("pack-days", "client-certificate", "client-key",
              "server-certificate")
@@ -84,6 +86,8 @@ def zeo_conf_items(config, spell=str):
         ("socket-name", absolute(config.runner.socket_name)),
         ("pid-file", absolute(config.zeo.pid_filename)),
         ("program", spell(config.runner.program[0])),
+        ("start-timeout", str(config.runner.start_timeout)),
+        ("stop-timeout", str(config.runner.stop_timeout)),
         ("address", absolute(address) if isinstance(address, str)
          else f"{address[0]} {address[1]}")]
     for opener in config.storages:
@@ -135,7 +139,7 @@ def load(zeo_conf, buildout_dir):
     ZEO_CONF; raises Unusable."""
     path = path_beside(zeo_conf)
     found, fresh = read(path, buildout_dir)
-    if "storage" not in found:
+    if not REQUIRED <= found.keys():
         raise Unusable(f"{path} is missing or was written by another "
                        "version of the recipe; rerun bin/buildout")
     if not fresh:
@@ -199,6 +203,13 @@ class Resolved:
         import json
         return {name: json.loads(role)
                 for name, role in self.named("role").items()}
+
+    @property
+    def stop_limit(self):
+        """Seconds `stop` waits for the server, as ctl's: the longer of
+        the runner's start and stop timeouts, and 5 more."""
+        return max(float(self.one("start-timeout")),
+                   float(self.one("stop-timeout"))) + 5
 
     @property
     def pack_days(self):
