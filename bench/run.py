@@ -142,27 +142,32 @@ def bench_buildout(ctx):
 
 
 def bench_control(ctx):
-    ours, ref = ctx.ours, ctx.ref
+    ours, ref, plain = ctx.ours, ctx.ref, ctx.plain
 
     def cycle(setup):
         values = {"start": setup.start()}
         try:
-            values["status"] = setup.status()
+            if setup is not plain:  # runzeo alone has no commands
+                values["status"] = setup.status()
             if setup is ours:  # the reference has no check command
                 values["check"] = setup.check()
         finally:
             values["stop"] = setup.stop()
         return values
 
-    m = rounds(ctx, [ours, ref], cycle)
+    m = rounds(ctx, [ours, ref, plain], cycle)
     # The floor of every command: Python starting and stopping.
     python = statistics.median(
         timed([sys.executable, "-c", "pass"]) for _ in range(5))
     return [
+        # Issue 13's targets.
         ratio_row("`start` until the port accepts and the command returned",
-                  m[ours.name, "start"], ref.name, m[ref.name, "start"], 0.5),
+                  m[ours.name, "start"], ref.name, m[ref.name, "start"], 0.4),
+        context_row("plain runzeo until the port accepts (the floor of "
+                    "`start`)", m[plain.name, "start"], ref.name,
+                    m[ref.name, "start"]),
         ratio_row("`stop` until the process is gone", m[ours.name, "stop"],
-                  ref.name, m[ref.name, "stop"], 0.4),
+                  ref.name, m[ref.name, "stop"], 0.2),
         Row("`status`", fmt(m[ours.name, "status"]), ref.name,
             fmt(m[ref.name, "status"]), fmt(m[ours.name, "status"]),
             "<= 0.05 s", m[ours.name, "status"] <= 0.05),
