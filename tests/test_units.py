@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from plone.recipe.zope2zeoserver import acceptor  # noqa: E402
 from plone.recipe.zope2zeoserver import addresses  # noqa: E402
 from plone.recipe.zope2zeoserver import convert  # noqa: E402
+from plone.recipe.zope2zeoserver import pack  # noqa: E402
 from plone.recipe.zope2zeoserver import progress  # noqa: E402
 from plone.recipe.zope2zeoserver import python2  # noqa: E402
 
@@ -136,6 +137,52 @@ def test_percent_claims_no_more_than_it_knows(done, total, share):
 ])
 def test_progress_line_text(done, total, text):
     assert progress.line_text("packing storage '1'", 4.1, done, total) == text
+
+
+@pytest.mark.parametrize("args, text", [
+    ((4300000, 320000, False, None, None, 1.23),
+     "4.1 MB -> 312.5 KB, 1.2 s"),
+    ((4300000, 320000, True, 3, 1, 1.23),
+     "4.1 MB -> 312.5 KB, 2 of 3 blob(s) removed, 1.2 s"),
+    ((4300000, 320000, True, 1, 2, 0.5),  # a blob committed meanwhile
+     "4.1 MB -> 312.5 KB, 0 of 1 blob(s) removed, 0.5 s"),
+    ((None, None, True, None, None, 75),
+     "its file is not on this machine, its blobs are not on this "
+     "machine, 1 min 15 s"),
+])
+def test_pack_summary(args, text):
+    assert pack.pack_summary(*args) == text
+
+
+def test_what_a_pack_shows_of_the_files(tmp_path):
+    data_fs = tmp_path / "Data.fs"
+    data_fs.write_bytes(b"x" * 1000)
+    (tmp_path / "Data.fs.pack").write_bytes(b"left by a pack that failed")
+    watch = pack.PackWatch("1", str(data_fs), None)
+    assert watch.state() == ("packing storage '1'", None, 1000)
+    time.sleep(0.01)
+    (tmp_path / "Data.fs.pack").write_bytes(b"y" * 300)
+    assert watch.state() == ("packing storage '1'", 300, 1000)
+    (tmp_path / "Data.fs.pack").rename(data_fs)
+    assert watch.state() == ("packing storage '1'", None, 1000)
+    assert re.fullmatch(r"1000 bytes -> 300 bytes, \d\.\d s",
+                        watch.summary())
+    # The server's file is on another machine.
+    watch = pack.PackWatch("1", str(tmp_path / "elsewhere.fs"),
+                           str(tmp_path / "elsewhere-blobs"))
+    assert watch.state() == ("packing storage '1'", None, None)
+    assert re.fullmatch(r"its file is not on this machine, its blobs are "
+                        r"not on this machine, \d\.\d s", watch.summary())
+
+
+def test_blob_count(tmp_path):
+    assert pack.blob_count(str(tmp_path / "missing")) is None
+    assert pack.blob_count(None) is None
+    (tmp_path / "0x00" / "0x01").mkdir(parents=True)
+    (tmp_path / "0x00" / "0x01" / "0x03a.blob").write_bytes(b"a")
+    (tmp_path / "0x00" / "0x01" / "0x03b.blob").write_bytes(b"b")
+    (tmp_path / ".layout").write_text("bushy")
+    assert pack.blob_count(str(tmp_path)) == 2
 
 
 def test_a_file_left_by_an_earlier_run_does_not_count(tmp_path):
