@@ -384,3 +384,74 @@ def test_zeopack_shows_progress_on_a_terminal_and_says_what_it_did(
                         rf"0 of 1 blob\(s\) removed, {ELAPSED}\n",
                         plain(result)), result.stdout
 
+
+def next_second():
+    """Wait for the next second: repozo names a backup after the second
+    it was made in, and refuses to make two in one."""
+    time.sleep(1.01 - time.time() % 1)
+
+
+@needs_script
+def test_repozo_shows_progress_on_a_terminal_and_says_what_it_wrote(
+        server):
+    addr = address(server)
+    commit(addr, data="x" * (4 << 20))
+    data_fs = server.path("var", "filestorage", "Data.fs")
+    backups = server.path("var", "backups")
+    stamp = r"var/backups/\d{4}(-\d\d){5}"
+
+    def written(pattern):
+        [path] = [p for p in backups.iterdir() if re.search(pattern, p.name)]
+        return path
+
+    status, text = on_terminal(server, "bin/repozo -B -r var/backups")
+    assert status == 0, text
+    print(text)
+    assert "\rbacking up Data.fs: 0.0 s" in text, text
+    progress_lines(text, r"backing up Data\.fs|full backup of Data\.fs")
+    assert "\x1b" not in text
+    full = written(r"\.fs$")
+    assert re.fullmatch(
+        rf"full backup of {data_fs}: {stamp}\.fs, "
+        rf"{full.stat().st_size / (1 << 20):.1f} MB, {ELAPSED}",
+        last_line(text)), text
+
+    # An incremental: what was committed since.
+    commit(addr, answer=42)
+    next_second()
+    status, text = on_terminal(server, "bin/repozo -B -r var/backups")
+    assert status == 0, text
+    print(text)
+    progress_lines(text, r"backing up Data\.fs \(comparing with the last "
+                         r"backup\)|incremental backup of Data\.fs")
+    assert re.fullmatch(
+        rf"incremental backup of {data_fs}: {stamp}\.deltafs, {SIZE}, "
+        rf"{ELAPSED}", last_line(text)), text
+
+    # Without a terminal: the last line only.
+    commit(addr, answer=43)
+    next_second()
+    result = server.script("repozo", "-B", "-r", "var/backups", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert re.fullmatch(
+        rf"incremental backup of {data_fs}: {stamp}\.deltafs, {SIZE}, "
+        rf"{ELAPSED}\n", plain(result)), result.stdout
+    assert len(list(backups.glob("*.deltafs"))) == 2
+
+    # Nothing changed: repozo writes nothing, and says so.
+    result = server.script("repozo", "-B", "-r", "var/backups", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert plain(result) == (
+        f"no backup of {data_fs} written: it has not changed since the "
+        f"last backup, {result.stdout.rpartition(', ')[2]}")
+    assert re.search(rf"{ELAPSED}\n$", result.stdout)
+    assert len(list(backups.glob("*.deltafs"))) == 2
+
+    # What else goes to stderr meanwhile (repozo -v, warnings) takes
+    # the progress line's place, whole, and the line comes back below.
+    status, text = on_terminal(server, "bin/repozo -B -v -r var/backups")
+    assert status == 0, text
+    print(text)
+    shown = [line.rpartition("\r")[2] for line in text.split("\r\n")]
+    assert "No changes, nothing to do" in shown, shown
+    assert shown[-2].startswith(f"no backup of {data_fs} written"), shown

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from plone.recipe.zope2zeoserver import acceptor  # noqa: E402
 from plone.recipe.zope2zeoserver import addresses  # noqa: E402
+from plone.recipe.zope2zeoserver import backup  # noqa: E402
 from plone.recipe.zope2zeoserver import convert  # noqa: E402
 from plone.recipe.zope2zeoserver import pack  # noqa: E402
 from plone.recipe.zope2zeoserver import progress  # noqa: E402
@@ -139,6 +140,17 @@ def test_progress_line_text(done, total, text):
     assert progress.line_text("packing storage '1'", 4.1, done, total) == text
 
 
+@pytest.mark.parametrize("size, start, gzip, total", [
+    (5000, 0, False, 5000),     # full
+    (5000, 4200, False, 800),   # incremental: what the last ones lack
+    (5000, 5000, False, 0),
+    (5000, 0, True, None),      # compressed: not known
+    (None, 0, False, None),     # no file
+])
+def test_backup_total(size, start, gzip, total):
+    assert backup.backup_total(size, start, gzip) == total
+
+
 @pytest.mark.parametrize("args, text", [
     ((4300000, 320000, False, None, None, 1.23),
      "4.1 MB -> 312.5 KB, 1.2 s"),
@@ -173,6 +185,43 @@ def test_what_a_pack_shows_of_the_files(tmp_path):
     assert watch.state() == ("packing storage '1'", None, None)
     assert re.fullmatch(r"its file is not on this machine, its blobs are "
                         r"not on this machine, \d\.\d s", watch.summary())
+
+
+def test_what_a_backup_shows_of_the_files(tmp_path):
+    from ZODB.scripts import repozo
+    data_fs = tmp_path / "Data.fs"
+    data_fs.write_bytes(b"x" * 1000)
+    repository = tmp_path / "backups"
+    repository.mkdir()
+
+    def watch(*args):
+        return backup.BackupWatch(repozo.parseargs(
+            ["-B", "-r", str(repository), "-f", str(data_fs), *args]))
+
+    first = watch()
+    assert first.state() == ("backing up Data.fs", None, None)
+    first.decided("full", 0)
+    assert first.state() == ("full backup of Data.fs", None, 1000)
+    (repository / "tmp.tmp").write_bytes(b"x" * 400)
+    assert first.state() == ("full backup of Data.fs", 400, 1000)
+    (repository / "tmp.tmp").rename(repository / "2024-01-01-00-00-00.fs")
+    assert re.fullmatch(
+        rf"full backup of {data_fs}: {repository}/2024-01-01-00-00-00.fs, "
+        r"400 bytes, \d\.\d s", first.summary())
+    # An incremental copies what the last backups lack.
+    later = watch()
+    assert later.state() == (
+        "backing up Data.fs (comparing with the last backup)", None, None)
+    later.decided("incremental", 400)
+    assert later.state() == ("incremental backup of Data.fs", None, 600)
+    assert later.summary().startswith(
+        f"no backup of {data_fs} written: it has not changed since the "
+        "last backup, ")
+    # Compressed: how much is left is not known.
+    packed = watch("-z")
+    packed.decided("incremental", 400)
+    assert packed.state() == (
+        "incremental backup of Data.fs (compressed)", None, None)
 
 
 def test_blob_count(tmp_path):
