@@ -2,6 +2,8 @@
 
 import configparser
 import re
+import shutil
+import subprocess
 import textwrap
 import time
 
@@ -212,8 +214,8 @@ def test_tools_follow_the_zeo_conf_file(buildout, kind):
 
     result = buildout.script("zeopack", "-d", "0", timeout=60)
     assert result.returncode == 0, output(result)
-    assert result.stdout.strip() == (
-        f"packed storage 'main' at {spelled}, keeping 0 day(s) of history")
+    assert result.stdout.startswith(
+        f"packed storage 'main' at {spelled}, keeping 0 day(s) of history: ")
     assert main_fs.stat().st_size < size / 5
     # -S picks another storage of the file.
     result = buildout.script("zeopack", "-d", "0", "-S", "other", timeout=60)
@@ -262,3 +264,194 @@ def test_tools_follow_the_zeo_conf_file(buildout, kind):
     assert one_line_error(result).endswith(
         "resolved.conf is missing or was written by another version of "
         "the recipe; rerun bin/buildout")
+
+
+# -- progress on a terminal, and what the work did -----------------------
+
+needs_script = pytest.mark.skipif(not shutil.which("script"),
+                                  reason="needs script(1) for a terminal")
+SIZE = r"\d+(\.\d)? (bytes|KB|MB|GB)"
+ELAPSED = r"(\d+\.\d s|\d+ min \d\d s)"
+# What a progress line may say, after its label.
+PROGRESS = rf"({SIZE}( of {SIZE} \((?P<share>\d+) %\))?, )?{ELAPSED}"
+
+
+def on_terminal(buildout, command, timeout=60):
+    """Run the shell COMMAND in the buildout on a pseudo-terminal
+    (script(1)): (its exit status, what it wrote, as text: newlines
+    are \r\n there)."""
+    result = subprocess.run(
+        ["script", "-qfec", command, "/dev/null"], cwd=buildout.dir,
+        capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return result.returncode, result.stdout.decode()
+
+
+def progress_lines(text, label):
+    """The progress lines (redrawn with \r) in TEXT that start with LABEL
+    (a pattern), each checked; their percentages."""
+    shares = []
+    for line in re.split(r"\r(?!\n)|\r\n", text):
+        if re.match(label, line):
+            match = re.fullmatch(rf"({label}): {PROGRESS}", line.rstrip())
+            assert match, line
+            if match.group("share"):
+                shares.append(int(match.group("share")))
+    assert all(share < 100 for share in shares), shares
+    return shares
+
+
+def last_line(text):
+    """The line TEXT ends with, after what was drawn over and blanked."""
+    return re.split(r"\r\n|\r", text.rstrip("\r\n"))[-1]
+
+
+def plain(result):
+    """Output of a run without a terminal: lines, nothing redrawn."""
+    everything = output(result)
+    assert "\r" not in everything and "\x1b" not in everything, everything
+    return result.stdout
+
+
+def many_objects(path, blob_dir=None, thousands=30):
+    """A FileStorage at PATH, written before the server starts, where a
+    pack has THOUSANDS thousand objects to walk and copy, and as many
+    old revisions (and, with BLOB_DIR, one blob) to drop."""
+    import ZODB
+    from persistent.mapping import PersistentMapping
+    from ZODB.FileStorage import FileStorage
+
+    db = ZODB.DB(FileStorage(str(path), blob_dir=blob_dir and str(blob_dir)))
+    try:
+        for revision in range(2):
+            with db.transaction() as conn:
+                root = conn.root()
+                for i in range(thousands):
+                    root[i] = PersistentMapping(
+                        {j: PersistentMapping(v=revision)
+                         for j in range(1000)})
+                if blob_dir and not revision:
+                    root["file"] = ZODB.blob.Blob(b"first version")
+                elif blob_dir:
+                    with root["file"].open("w") as f:
+                        f.write(b"second version")
+    finally:
+        db.close()
+
+
+@needs_script
+def test_zeopack_shows_progress_on_a_terminal_and_says_what_it_did(
+        buildout):
+    buildout.install("blob-storage = var/blobstorage")
+    data_fs = buildout.path("var", "filestorage", "Data.fs")
+    many_objects(data_fs, buildout.path("var", "blobstorage"))
+    start(buildout)
+    size = data_fs.stat().st_size
+    assert len(blob_files(buildout.path("var", "blobstorage"))) == 2
+    packed = (rf"packed storage '1' at 127\.0\.0\.1:{buildout.port}, "
+              r"keeping 0 day\(s\) of history: ")
+
+    status, text = on_terminal(buildout, "bin/zeopack -d 0")
+    assert status == 0, text
+    print(text)  # the test's -s shows what a user sees
+    # While the server packs, a line on stderr redrawn in place: time,
+    # and the packed copy's bytes against the file's size (below 100 %).
+    assert "\rpacking storage '1': 0.0 s" in text, text
+    progress_lines(text, "packing storage '1'")
+    assert "\x1b" not in text
+    # At the end, on stdout, what it did: sizes, blobs, time.
+    summary = last_line(text)
+    match = re.fullmatch(
+        rf"{packed}({SIZE}) -> ({SIZE}), 1 of 2 blob\(s\) removed, "
+        rf"{ELAPSED}", summary)
+    assert match, summary
+    assert data_fs.stat().st_size < size
+    assert match.group(1) == f"{size / (1 << 20):.1f} MB"
+
+    # The line goes to stderr, and only where stderr is a terminal.
+    status, text = on_terminal(buildout, "bin/zeopack -d 0 2>/dev/null")
+    assert status == 0, text
+    assert "\r" not in text.replace("\r\n", ""), text
+    assert re.fullmatch(rf"{packed}.*, 0 of 1 blob\(s\) removed, "
+                        rf"{ELAPSED}", last_line(text)), text
+
+    # Without a terminal (cron, CI, a service): the same last line, no
+    # carriage return or escape sequence anywhere.
+    commit_revisions(address(buildout), "doc", 5)
+    result = buildout.script("zeopack", "-d", "0", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert result.stderr == ""
+    assert re.fullmatch(rf"{packed}({SIZE}) -> ({SIZE}), "
+                        rf"0 of 1 blob\(s\) removed, {ELAPSED}\n",
+                        plain(result)), result.stdout
+
+
+def next_second():
+    """Wait for the next second: repozo names a backup after the second
+    it was made in, and refuses to make two in one."""
+    time.sleep(1.01 - time.time() % 1)
+
+
+@needs_script
+def test_repozo_shows_progress_on_a_terminal_and_says_what_it_wrote(
+        server):
+    addr = address(server)
+    commit(addr, data="x" * (4 << 20))
+    data_fs = server.path("var", "filestorage", "Data.fs")
+    backups = server.path("var", "backups")
+    stamp = r"var/backups/\d{4}(-\d\d){5}"
+
+    def written(pattern):
+        [path] = [p for p in backups.iterdir() if re.search(pattern, p.name)]
+        return path
+
+    status, text = on_terminal(server, "bin/repozo -B -r var/backups")
+    assert status == 0, text
+    print(text)
+    assert "\rbacking up Data.fs: 0.0 s" in text, text
+    progress_lines(text, r"backing up Data\.fs|full backup of Data\.fs")
+    assert "\x1b" not in text
+    full = written(r"\.fs$")
+    assert re.fullmatch(
+        rf"full backup of {data_fs}: {stamp}\.fs, "
+        rf"{full.stat().st_size / (1 << 20):.1f} MB, {ELAPSED}",
+        last_line(text)), text
+
+    # An incremental: what was committed since.
+    commit(addr, answer=42)
+    next_second()
+    status, text = on_terminal(server, "bin/repozo -B -r var/backups")
+    assert status == 0, text
+    print(text)
+    progress_lines(text, r"backing up Data\.fs \(comparing with the last "
+                         r"backup\)|incremental backup of Data\.fs")
+    assert re.fullmatch(
+        rf"incremental backup of {data_fs}: {stamp}\.deltafs, {SIZE}, "
+        rf"{ELAPSED}", last_line(text)), text
+
+    # Without a terminal: the last line only.
+    commit(addr, answer=43)
+    next_second()
+    result = server.script("repozo", "-B", "-r", "var/backups", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert re.fullmatch(
+        rf"incremental backup of {data_fs}: {stamp}\.deltafs, {SIZE}, "
+        rf"{ELAPSED}\n", plain(result)), result.stdout
+    assert len(list(backups.glob("*.deltafs"))) == 2
+
+    # Nothing changed: repozo writes nothing, and says so.
+    result = server.script("repozo", "-B", "-r", "var/backups", timeout=60)
+    assert result.returncode == 0, output(result)
+    assert plain(result) == (
+        f"no backup of {data_fs} written: it has not changed since the "
+        f"last backup, {result.stdout.rpartition(', ')[2]}")
+    assert re.search(rf"{ELAPSED}\n$", result.stdout)
+    assert len(list(backups.glob("*.deltafs"))) == 2
+
+    # What else goes to stderr meanwhile (repozo -v, warnings) takes
+    # the progress line's place, whole, and the line comes back below.
+    status, text = on_terminal(server, "bin/repozo -B -v -r var/backups")
+    assert status == 0, text
+    print(text)
+    shown = [line.rpartition("\r")[2] for line in text.split("\r\n")]
+    assert "No changes, nothing to do" in shown, shown
+    assert shown[-2].startswith(f"no backup of {data_fs} written"), shown

@@ -170,9 +170,11 @@ def test_pack_schedule_without_a_server_unit_packs_the_server(buildout):
     commit(address, answer=2)  # a revision for the pack to remove
     result = pack(service, "/")
     assert result.returncode == 0, output(result)
-    assert result.stdout == (
+    # One line, for the journal: what the pack did.
+    assert result.stdout.startswith(
         f"packed storage '1' at 127.0.0.1:{buildout.port}, keeping 0 "
-        "day(s) of history\n")
+        "day(s) of history: ")
+    assert result.stdout.count("\n") == 1 and "\r" not in result.stdout
     # pack-keep-old: the file before the pack.
     assert buildout.path("var", "filestorage", "Data.fs.old").exists()
     assert read(address, "answer") == 2

@@ -3,9 +3,13 @@ milliseconds, not after a buildout.  They are imported from the
 checkout's src/ (the other tests run the recipe from a wheel)."""
 
 import logging
+import os
+import re
+import select
 import shutil
 import socket
 import sys
+import time
 
 import pytest
 
@@ -15,7 +19,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from plone.recipe.zope2zeoserver import acceptor  # noqa: E402
 from plone.recipe.zope2zeoserver import addresses  # noqa: E402
+from plone.recipe.zope2zeoserver import backup  # noqa: E402
 from plone.recipe.zope2zeoserver import convert  # noqa: E402
+from plone.recipe.zope2zeoserver import pack  # noqa: E402
+from plone.recipe.zope2zeoserver import progress  # noqa: E402
 from plone.recipe.zope2zeoserver import python2  # noqa: E402
 
 PY2_DATA = ROOT / "tests" / "data" / "py2"
@@ -96,7 +103,201 @@ def test_python2_index_is_set_aside_beside_a_python3_file(tmp_path):
     (11097, "10.8 KB"), (5 << 20, "5.0 MB"), (3 << 40, "3072.0 GB"),
 ])
 def test_size_text(size, text):
-    assert convert.size_text(size) == text
+    assert progress.size_text(size) == text
+    assert convert.size_text is progress.size_text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0.0 s"), (0.44, "0.4 s"), (59.94, "59.9 s"), (60, "1 min 00 s"),
+    (125.7, "2 min 05 s"), (3599, "59 min 59 s"), (3720, "1 h 02 min"),
+])
+def test_elapsed_text(seconds, text):
+    assert progress.elapsed_text(seconds) == text
+
+
+@pytest.mark.parametrize("done, total, share", [
+    (0, 100, 0), (7, 100, 7), (999, 1000, 99),
+    # Until the work returns it is not done, whatever the bytes say.
+    (100, 100, 99),
+    # More than the total: the total was wrong, no percentage.
+    (101, 100, None),
+    (5, None, None), (5, 0, None), (None, 100, None),
+])
+def test_percent_claims_no_more_than_it_knows(done, total, share):
+    assert progress.percent(done, total) == share
+
+
+@pytest.mark.parametrize("done, total, text", [
+    (None, None, "packing storage '1': 4.1 s"),
+    (None, 45 << 20, "packing storage '1': 4.1 s"),
+    (3 << 20, None, "packing storage '1': 3.0 MB, 4.1 s"),
+    (3 << 20, 48 << 20, "packing storage '1': 3.0 MB of 48.0 MB (6 %), 4.1 s"),
+    (48 << 20, 48 << 20,
+     "packing storage '1': 48.0 MB of 48.0 MB (99 %), 4.1 s"),
+    (49 << 20, 48 << 20, "packing storage '1': 49.0 MB, 4.1 s"),
+])
+def test_progress_line_text(done, total, text):
+    assert progress.line_text("packing storage '1'", 4.1, done, total) == text
+
+
+@pytest.mark.parametrize("size, start, gzip, total", [
+    (5000, 0, False, 5000),     # full
+    (5000, 4200, False, 800),   # incremental: what the last ones lack
+    (5000, 5000, False, 0),
+    (5000, 0, True, None),      # compressed: not known
+    (None, 0, False, None),     # no file
+])
+def test_backup_total(size, start, gzip, total):
+    assert backup.backup_total(size, start, gzip) == total
+
+
+@pytest.mark.parametrize("args, text", [
+    ((4300000, 320000, False, None, None, 1.23),
+     "4.1 MB -> 312.5 KB, 1.2 s"),
+    ((4300000, 320000, True, 3, 1, 1.23),
+     "4.1 MB -> 312.5 KB, 2 of 3 blob(s) removed, 1.2 s"),
+    ((4300000, 320000, True, 1, 2, 0.5),  # a blob committed meanwhile
+     "4.1 MB -> 312.5 KB, 0 of 1 blob(s) removed, 0.5 s"),
+    ((None, None, True, None, None, 75),
+     "its file is not on this machine, its blobs are not on this "
+     "machine, 1 min 15 s"),
+])
+def test_pack_summary(args, text):
+    assert pack.pack_summary(*args) == text
+
+
+def test_what_a_pack_shows_of_the_files(tmp_path):
+    data_fs = tmp_path / "Data.fs"
+    data_fs.write_bytes(b"x" * 1000)
+    (tmp_path / "Data.fs.pack").write_bytes(b"left by a pack that failed")
+    watch = pack.PackWatch("1", str(data_fs), None)
+    assert watch.state() == ("packing storage '1'", None, 1000)
+    time.sleep(0.01)
+    (tmp_path / "Data.fs.pack").write_bytes(b"y" * 300)
+    assert watch.state() == ("packing storage '1'", 300, 1000)
+    (tmp_path / "Data.fs.pack").rename(data_fs)
+    assert watch.state() == ("packing storage '1'", None, 1000)
+    assert re.fullmatch(r"1000 bytes -> 300 bytes, \d\.\d s",
+                        watch.summary())
+    # The server's file is on another machine.
+    watch = pack.PackWatch("1", str(tmp_path / "elsewhere.fs"),
+                           str(tmp_path / "elsewhere-blobs"))
+    assert watch.state() == ("packing storage '1'", None, None)
+    assert re.fullmatch(r"its file is not on this machine, its blobs are "
+                        r"not on this machine, \d\.\d s", watch.summary())
+
+
+def test_what_a_backup_shows_of_the_files(tmp_path):
+    from ZODB.scripts import repozo
+    data_fs = tmp_path / "Data.fs"
+    data_fs.write_bytes(b"x" * 1000)
+    repository = tmp_path / "backups"
+    repository.mkdir()
+
+    def watch(*args):
+        return backup.BackupWatch(repozo.parseargs(
+            ["-B", "-r", str(repository), "-f", str(data_fs), *args]))
+
+    first = watch()
+    assert first.state() == ("backing up Data.fs", None, None)
+    first.decided("full", 0)
+    assert first.state() == ("full backup of Data.fs", None, 1000)
+    (repository / "tmp.tmp").write_bytes(b"x" * 400)
+    assert first.state() == ("full backup of Data.fs", 400, 1000)
+    (repository / "tmp.tmp").rename(repository / "2024-01-01-00-00-00.fs")
+    assert re.fullmatch(
+        rf"full backup of {data_fs}: {repository}/2024-01-01-00-00-00.fs, "
+        r"400 bytes, \d\.\d s", first.summary())
+    # An incremental copies what the last backups lack.
+    later = watch()
+    assert later.state() == (
+        "backing up Data.fs (comparing with the last backup)", None, None)
+    later.decided("incremental", 400)
+    assert later.state() == ("incremental backup of Data.fs", None, 600)
+    assert later.summary().startswith(
+        f"no backup of {data_fs} written: it has not changed since the "
+        "last backup, ")
+    # Compressed: how much is left is not known.
+    packed = watch("-z")
+    packed.decided("incremental", 400)
+    assert packed.state() == (
+        "incremental backup of Data.fs (compressed)", None, None)
+
+
+def test_blob_count(tmp_path):
+    assert pack.blob_count(str(tmp_path / "missing")) is None
+    assert pack.blob_count(None) is None
+    (tmp_path / "0x00" / "0x01").mkdir(parents=True)
+    (tmp_path / "0x00" / "0x01" / "0x03a.blob").write_bytes(b"a")
+    (tmp_path / "0x00" / "0x01" / "0x03b.blob").write_bytes(b"b")
+    (tmp_path / ".layout").write_text("bushy")
+    assert pack.blob_count(str(tmp_path)) == 2
+
+
+def test_a_file_left_by_an_earlier_run_does_not_count(tmp_path):
+    path = tmp_path / "Data.fs.pack"
+    path.write_bytes(b"x" * 10)
+    new = progress.NewFile(str(path))
+    assert new.size() is None
+    time.sleep(0.01)
+    path.write_bytes(b"y" * 3)  # written anew: truncated, then growing
+    assert new.size() == 3
+    path.unlink()  # renamed into place at the end
+    assert new.size() is None
+
+
+def test_no_progress_line_but_on_a_terminal(tmp_path):
+    with open(tmp_path / "log", "w") as stream:
+        with progress.Ticker(stream, lambda: ("working", 1, 2), 0.01):
+            time.sleep(0.05)
+    assert (tmp_path / "log").read_text() == ""
+
+
+def test_progress_line_on_a_terminal(tmp_path):
+    """Redrawn in place with carriage returns while the work runs, from
+    what the state says; blank at the end; never longer than the
+    terminal is wide (a wrapped line cannot be redrawn)."""
+    master, slave = os.openpty()
+    growing = tmp_path / "Data.fs.pack"
+    new = progress.NewFile(str(growing))
+
+    def state():
+        return "packing storage '1'", new.size(), 1000
+
+    try:
+        with open(slave, "w", closefd=False) as stream:
+            with progress.Ticker(stream, state, interval=0.02):
+                for size in (0, 500, 1000):
+                    growing.write_bytes(b"x" * size)
+                    time.sleep(0.1)
+            stream.write("done\n")
+        drawn = b""
+        while select.select([master], [], [], 0.5)[0]:
+            chunk = os.read(master, 65536)
+            drawn += chunk
+            if drawn.endswith(b"done\r\n"):
+                break
+    finally:
+        os.close(master)
+        os.close(slave)
+    text = drawn.decode()
+    assert "\x1b" not in text and "\n" not in text[:-2]
+    lines = text[:-len("done\r\n")].split("\r")
+    assert lines[0] == "" and lines[-1] == ""
+    shown = [line.rstrip() for line in lines if line.strip()]
+    assert shown[0] == "packing storage '1': 0.0 s"
+    pattern = (r"packing storage '1': (\d+ bytes of 1000 bytes "
+               r"\((\d+) %\), )?\d+\.\d s")
+    shares = []
+    for line in shown:
+        match = re.fullmatch(pattern, line)
+        assert match, line
+        if match.group(2):
+            shares.append(int(match.group(2)))
+    assert 50 in shares and 99 in shares and max(shares) == 99, shown
+    # The end blanks what was drawn last.
+    assert lines[-2].strip() == ""
+    assert len(lines[-2]) >= max(len(line) for line in lines)
 
 
 @pytest.mark.parametrize("version, text", [
@@ -372,3 +573,20 @@ def test_stats_watch_mistakes_are_one_line(capsys, arg, error):
     assert arguments.parse_command(stats.stats_parser(), arg) == (None, 2)
     [line] = capsys.readouterr().err.splitlines()
     assert error in line, line
+
+
+def test_progress_line_is_cut_to_the_terminal_width():
+    import fcntl
+    import struct
+    import termios
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 30, 0, 0))
+    try:
+        with open(slave, "w", closefd=False) as stream:
+            with progress.Ticker(stream, lambda: ("x" * 50, None, None), 1):
+                pass
+        drawn = os.read(master, 65536).decode()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert drawn.split("\r")[1] == "x" * 29

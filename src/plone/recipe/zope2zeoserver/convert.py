@@ -21,6 +21,7 @@ from plone.recipe.zope2zeoserver.arguments import ArgumentParser
 from plone.recipe.zope2zeoserver.arguments import parse_command
 from plone.recipe.zope2zeoserver.files import lock_holder
 from plone.recipe.zope2zeoserver.files import os_error_text
+from plone.recipe.zope2zeoserver.progress import size_text
 from plone.recipe.zope2zeoserver.python2 import ORIGINAL_SUFFIX
 from plone.recipe.zope2zeoserver.python2 import PYTHON2_HEADER
 from plone.recipe.zope2zeoserver.python2 import PYTHON3_HEADER
@@ -437,9 +438,3 @@ def fsync(path):
         os.close(fd)
 
 
-def size_text(size):
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else \
-                f"{size:.1f} {unit}"
-        size /= 1024

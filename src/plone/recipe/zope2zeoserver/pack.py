@@ -2,7 +2,9 @@
 
 Unlike ZEO's zeopack it never hangs: a server that is down, does not
 serve the storage asked for, or refuses our TLS client certificate, is
-reported in one line within a bound.
+reported in one line within a bound.  While the server packs, a line on
+the terminal (stderr) shows how far it got; at the end one line on
+stdout says what the pack did.
 """
 
 import contextlib
@@ -112,11 +114,13 @@ def refusal_reason(error):
     return str(error) or type(error).__name__
 
 
-def pack(address, storage, days, timeout, tls=None):
+def pack(address, storage, days, timeout, tls=None,
+         meanwhile=contextlib.nullcontext):
     """Pack STORAGE on the server at ADDRESS, keeping DAYS of history.
 
     TLS: the client certificate, its key and the server's certificate
-    (paths), when the server requires TLS."""
+    (paths), when the server requires TLS.  MEANWHILE(): a context
+    manager around the server's packing (e.g. a progress line)."""
     import ZEO.ClientStorage
 
     ssl_options = {}
@@ -143,7 +147,8 @@ def pack(address, storage, days, timeout, tls=None):
                         f"{timeout:g} s; check the storage name (-S) and "
                         "the server log")
                 time.sleep(0.01)  # a pack takes seconds; waiting adds up
-            client.pack(time.time(), wait=True, days=days)
+            with meanwhile():
+                client.pack(time.time(), wait=True, days=days)
         finally:
             client.close()
 
@@ -170,8 +175,11 @@ def main(zeo_conf, buildout_dir, args=None, script=None):
     # unknown storage) with a traceback; the outcome is reported below in
     # one line instead.
     logging.getLogger("ZEO").setLevel(logging.CRITICAL)
+    watch = PackWatch(options.storage, conf.files.get(options.storage),
+                      conf.blob_dirs.get(options.storage))
     try:
-        pack(address, options.storage, options.days, options.timeout, tls)
+        pack(address, options.storage, options.days, options.timeout, tls,
+             watch.ticker)
     except (PackError, tlsclient.TLSError) as e:
         print(f"zeopack: {e}", file=sys.stderr)
         return 1
@@ -182,8 +190,77 @@ def main(zeo_conf, buildout_dir, args=None, script=None):
               file=sys.stderr)
         return 1
     print(f"packed storage {options.storage!r} at {describe(address)}, "
-          f"keeping {options.days:g} day(s) of history")
+          f"keeping {options.days:g} day(s) of history: {watch.summary()}")
     return 0
+
+
+class PackWatch:
+    """What a pack does to the storage's files, where they are on this
+    machine (the paths of resolved.conf exist): the FileStorage writes
+    the packed copy to PATH.pack, then renames it to PATH; the blob
+    files no longer referenced go."""
+
+    def __init__(self, storage, path, blob_dir):
+        from plone.recipe.zope2zeoserver import progress
+
+        self.started = time.monotonic()
+        self.label = f"packing storage {storage!r}"
+        self.path = path if path and os.path.isfile(path) else None
+        self.before = progress.file_size(self.path) if self.path else None
+        self.packed = progress.NewFile(f"{self.path}.pack") \
+            if self.path else None
+        self.blob_dir = blob_dir
+        self.blobs_before = blob_count(blob_dir)
+
+    def state(self):
+        """(label, bytes of the packed copy written, the file's size)."""
+        return (self.label, self.packed and self.packed.size(),
+                self.before)
+
+    def ticker(self):
+        """The progress line on stderr, while it is a terminal."""
+        from plone.recipe.zope2zeoserver import progress
+        return progress.Ticker(sys.stderr, self.state)
+
+    def summary(self):
+        """What the pack did, from its start until now."""
+        from plone.recipe.zope2zeoserver import progress
+
+        after = progress.file_size(self.path) if self.path else None
+        return pack_summary(
+            self.before, after, self.blob_dir is not None,
+            self.blobs_before, blob_count(self.blob_dir),
+            time.monotonic() - self.started)
+
+
+def blob_count(directory):
+    """How many blob files DIRECTORY holds; None when it is not here."""
+    if not directory or not os.path.isdir(directory):
+        return None
+    return sum(name.endswith(".blob")
+               for _, _, names in os.walk(directory) for name in names)
+
+
+def pack_summary(before, after, has_blobs, blobs_before, blobs_after,
+                 seconds):
+    """'4.1 MB -> 312.0 KB, 2 of 3 blob(s) removed, 1.2 s'.  BEFORE,
+    AFTER: the file's sizes, None where it is not on this machine; the
+    blobs likewise, when the storage HAS_BLOBS."""
+    from plone.recipe.zope2zeoserver.progress import elapsed_text
+    from plone.recipe.zope2zeoserver.progress import size_text
+
+    if before is None or after is None:
+        parts = ["its file is not on this machine"]
+    else:
+        parts = [f"{size_text(before)} -> {size_text(after)}"]
+    if has_blobs:
+        if blobs_before is None or blobs_after is None:
+            parts.append("its blobs are not on this machine")
+        else:
+            removed = max(0, blobs_before - blobs_after)
+            parts.append(f"{removed} of {blobs_before} blob(s) removed")
+    parts.append(elapsed_text(seconds))
+    return ", ".join(parts)
 
 
 def script_defaults(conf):
