@@ -9,7 +9,7 @@ import subprocess
 import time
 
 
-from conftest import (accepts, alive, commit, imports, output,
+from helpers import (accepts, alive, commit, imports, output,
                       processes_using, read, start, wait_for)
 
 

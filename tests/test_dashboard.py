@@ -6,7 +6,7 @@ server's metrics-address exports, so renaming a metric fails here.
 import json
 import re
 
-from conftest import ROOT, commit, free_port, output
+from helpers import ROOT, commit, free_port, output
 from test_monitor import get
 
 

@@ -22,7 +22,7 @@ import ZODB.FileStorage
 import ZODB.scripts.fstest
 from BTrees.IOBTree import IOBTree
 
-from conftest import (Buildout, client, commit, interpreter_for,
+from helpers import (Buildout, client, commit, interpreter_for,
                       mounted_tmpfs, needs_other_users, output,
                       processes_using, read, start, system_user,
                       use_interpreter, wait_for)

@@ -13,7 +13,7 @@ import transaction
 import ZODB.POSException
 from BTrees.IOBTree import IOBTree
 
-from conftest import client, commit, counter_egg
+from helpers import client, commit, counter_egg
 
 
 CLIENTS = 6

@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from conftest import commit, output, ROOT, wait_for
+from helpers import commit, output, ROOT, wait_for
 
 
 

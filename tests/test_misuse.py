@@ -8,7 +8,7 @@ import concurrent.futures
 
 import pytest
 
-from conftest import Buildout
+from helpers import Buildout
 
 
 # (script, arguments, exit status, text the line must contain)

@@ -17,7 +17,7 @@ import transaction
 import ZODB.POSException
 from ZEO.monitor import StorageStats
 
-from conftest import (client, commit, commit_lock_held, free_port, output,
+from helpers import (client, commit, commit_lock_held, free_port, output,
                       read, ROOT, server_pid, wait_for)
 
 

@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from conftest import commit, new_buildout, read, wait_for
+from helpers import commit, new_buildout, read, wait_for
 from test_tls import context, secured  # noqa: F401 (a fixture)
 
 

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from conftest import buildout_command, free_port, importtime, output
+from helpers import buildout_command, free_port, importtime, output
 
 
 

@@ -11,7 +11,7 @@ import pytest
 import transaction
 import ZODB.blob
 
-from conftest import (client, commit, free_port, imports, output, read,
+from helpers import (client, commit, free_port, imports, output, read,
                       start)
 
 

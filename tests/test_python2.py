@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import (ROOT, client, free_port, mounted_tmpfs,
+from helpers import (ROOT, client, free_port, mounted_tmpfs,
                       needs_other_users, output, start, system_user,
                       wait_for)
 

@@ -18,12 +18,12 @@ import ZODB.blob
 import ZODB.POSException
 from ZEO.ClientStorage import ClientStorage
 
-from conftest import Buildout
-from conftest import client
-from conftest import free_port
-from conftest import new_buildout
-from conftest import server_pid
-from conftest import wait_for
+from helpers import Buildout
+from helpers import client
+from helpers import free_port
+from helpers import new_buildout
+from helpers import server_pid
+from helpers import wait_for
 from test_monitor import metrics
 
 

@@ -17,7 +17,7 @@ import ZODB.blob
 import ZODB.FileStorage
 import ZODB.POSException
 
-from conftest import (accepts, alive, Buildout, client, commit, counter_egg,
+from helpers import (accepts, alive, Buildout, client, commit, counter_egg,
                       interpreter_for, needs_other_users, output,
                       processes_using, read, start, system_user,
                       use_interpreter, wait_for)

@@ -1,4 +1,4 @@
-from conftest import commit, read
+from helpers import commit, read
 
 
 def test_start_commit_read_stop(server):

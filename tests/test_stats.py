@@ -13,7 +13,7 @@ import time
 
 from ZEO.monitor import StorageStats
 
-from conftest import client, commit, commit_lock_held, output, wait_for
+from helpers import client, commit, commit_lock_held, output, wait_for
 
 
 FAST = 1.5  # seconds: stats and check answer "well under a second"

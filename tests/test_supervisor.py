@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (accepts, commit, output, processes_using, read,
+from helpers import (accepts, commit, output, processes_using, read,
                       server_pid, wait_for)
 
 pytest.importorskip(

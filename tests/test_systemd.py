@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (ROOT, accepts, Buildout, commit, interpreter_for,
+from helpers import (ROOT, accepts, Buildout, commit, interpreter_for,
                       needs_other_users, output, processes_using, read,
                       start, system_user, use_interpreter, wait_for)
 

@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.oid import NameOID
 from ZEO.Exceptions import ClientDisconnected
 
-from conftest import Buildout, output, wait_for
+from helpers import Buildout, output, wait_for
 
 
 LOG_FORMAT = "%(levelname)s %(name)s %(message)s"

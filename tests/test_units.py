@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
 

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import zipfile
 
-from conftest import accepts, commit, read, wait_for
+from helpers import accepts, commit, read, wait_for
 
 
 WINDOWS = textwrap.dedent("""\

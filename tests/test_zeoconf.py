@@ -13,7 +13,7 @@ import pytest
 import ZConfig
 import ZEO
 
-from conftest import free_port, resolved_conf
+from helpers import free_port, resolved_conf
 
 
 ENV = "ZOPE2ZEOSERVER_BUILDOUT"
