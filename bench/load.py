@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import Buildout, client  # noqa: E402
+from helpers import Buildout, client  # noqa: E402
 from test_load import counter_egg, run_load, server_rss_kb  # noqa: E402
 
 
