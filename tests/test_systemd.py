@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from helpers import (ROOT, accepts, Buildout, commit, interpreter_for,
-                      needs_other_users, output, processes_using, read,
-                      start, system_user, use_interpreter, wait_for)
+                      needs_other_users, new_buildout, output,
+                      processes_using, read, start, system_user,
+                      use_interpreter, wait_for)
 
 
 def unit(buildout, part="zeo", name=None):
@@ -416,3 +417,19 @@ def test_verify_refusing_our_units_stops_buildout(buildout, tmp_path,
     assert result.returncode != 0
     assert ("[zeo] pack-schedule = 'weekly': systemd-analyze verify refuses "
             f"the units written: {said}\n") in output(result)
+
+
+def test_a_percent_sign_in_the_path_is_escaped(tmp_path, dist_dir, eggs_dir):
+    """systemd expands %i and the like in unit files, descriptions too:
+    a buildout directory with a % in its name is written as %%."""
+    with new_buildout(tmp_path / "site%i", dist_dir, eggs_dir) as b:
+        b.install("""
+            systemd-unit = true
+            pack-schedule = weekly
+            """)
+        for name in ("zeo.service", "zeo-pack.service", "zeo-pack.timer"):
+            text = b.path("parts", "zeo", "etc", name).read_text()
+            [description] = [line for line in text.splitlines()
+                             if line.startswith("Description=")]
+            assert "site%%i" in description, (name, description)
+            assert "site%i" not in description.replace("%%", ""), name

@@ -63,6 +63,7 @@ def unit_text(settings):
     return template("systemd.service.in").substitute(
         part=settings.part,
         buildout_dir=settings.buildout_dir,
+        description_dir=escape(settings.buildout_dir),
         unit_path=settings.systemd_unit_path,
         unit_name=os.path.basename(settings.systemd_unit_path),
         user_note=user_note,
