@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 
+import pytest
 from ZEO.monitor import StorageStats
 
 from helpers import client, commit, commit_lock_held, output, wait_for
@@ -314,15 +315,19 @@ def committing(address, seconds=30):
         thread.join(20)
 
 
-def test_stats_watch_redraws_rates_until_ctrl_c(server):
+@pytest.mark.parametrize("ending", [signal.SIGINT, signal.SIGTERM],
+                         ids=["ctrl-c", "kill"])
+def test_stats_watch_redraws_rates_until_ctrl_c(server, ending):
     address = ("127.0.0.1", server.port)
     with committing(address), Watch(server, "0.2") as watch:
         busy = watch.read(lambda w: (row := w.row("1")) is not None
                           and row["commits/s"] not in ("-", "0.0"))
-        watch.process.send_signal(signal.SIGINT)
+        watch.process.send_signal(ending)
         status, stderr = watch.end()
     assert busy, watch.data
     assert status == 0, (watch.data, stderr)
+    # The cursor it hid is shown again.
+    assert watch.data.rfind("\x1b[?25h") > watch.data.rfind("\x1b[?25l")
     assert stderr == ""
     assert "Traceback" not in watch.data
     screens = watch.screens()

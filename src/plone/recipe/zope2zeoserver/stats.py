@@ -343,6 +343,10 @@ def watch(address, options, tls, roles):
     place, like top, every OPTIONS.watch seconds; 0 on Ctrl-C, 1 once
     the server no longer answers (3 if it never did, as `stats`)."""
     import shutil  # for --watch only
+    import signal
+    # Ended by kill or a closed terminal as by Ctrl-C: the cursor shown.
+    for ending in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(ending, signal.default_int_handler)
     out = sys.stdout
     drawing = False
     try:
