@@ -3,6 +3,7 @@
 import configparser
 import re
 import shutil
+import signal
 import subprocess
 import textwrap
 import time
@@ -12,7 +13,7 @@ import transaction
 import ZODB.blob
 
 from helpers import (client, commit, free_port, imports, output, read,
-                      start)
+                      start, wait_for)
 
 
 def address(buildout):
@@ -383,6 +384,34 @@ def test_zeopack_shows_progress_on_a_terminal_and_says_what_it_did(
     assert re.fullmatch(rf"{packed}({SIZE}) -> ({SIZE}), "
                         rf"0 of 1 blob\(s\) removed, {ELAPSED}\n",
                         plain(result)), result.stdout
+
+
+def test_zeopack_interrupted_says_the_server_goes_on(buildout):
+    """Ctrl-C stops only the waiting: the server finishes the pack."""
+    buildout.install()
+    data_fs = buildout.path("var", "filestorage", "Data.fs")
+    many_objects(data_fs)
+    start(buildout)
+    size = data_fs.stat().st_size
+    packing = data_fs.with_name("Data.fs.pack")
+    process = subprocess.Popen(
+        [str(buildout.path("bin", "zeopack")), "-d", "0"], cwd=buildout.dir,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: packing.exists() or process.poll() is not None,
+                        timeout=30)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stdout + stderr
+    assert stdout == ""
+    assert stderr == (
+        "zeopack: interrupted; the server goes on packing storage '1' "
+        "until it is done (its log says when)\n")
+    assert wait_for(lambda: data_fs.stat().st_size < size, timeout=60)
 
 
 def next_second():

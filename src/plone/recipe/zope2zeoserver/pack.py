@@ -24,10 +24,15 @@ from plone.recipe.zope2zeoserver.addresses import describe
 
 
 CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage
+INTERRUPTED = 130  # the exit status of a command Ctrl-C ended (128 + SIGINT)
 
 
 class PackError(Exception):
     """A problem the user can fix; its text is the whole message."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C while the server packed; the text says what goes on."""
 
 
 def parse_args(args, defaults):
@@ -148,7 +153,13 @@ def pack(address, storage, days, timeout, tls=None,
                         "the server log")
                 time.sleep(0.01)  # a pack takes seconds; waiting adds up
             with meanwhile():
-                client.pack(time.time(), wait=True, days=days)
+                try:
+                    client.pack(time.time(), wait=True, days=days)
+                except KeyboardInterrupt:
+                    # The server packs on its own: only we stop waiting.
+                    raise Interrupted(
+                        f"interrupted; the server goes on packing storage "
+                        f"{storage!r} until it is done (its log says when)")
         finally:
             client.close()
 
@@ -183,6 +194,16 @@ def main(zeo_conf, buildout_dir, args=None, script=None):
     except (PackError, tlsclient.TLSError) as e:
         print(f"zeopack: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"zeopack: {e}", file=sys.stderr)
+        # The client's pending answer is dropped at exit: asyncio would
+        # log it with a traceback.
+        logging.disable(logging.CRITICAL)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        print("zeopack: interrupted before the server was asked to pack; "
+              "nothing changed", file=sys.stderr)
+        return INTERRUPTED
     except Exception as e:
         # Errors raised by the server (e.g. a storage that cannot pack).
         print(f"zeopack: packing storage {options.storage!r} at "
