@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -338,6 +339,29 @@ def system_user():
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], capture_output=True)
+
+
+@contextlib.contextmanager
+def another_users_buildout(dist_dir):
+    """(buildout, user, python) for effective-user tests: a Buildout in a
+    new directory every user may reach (pytest's are private to root),
+    a new system user, and a Python that user may run (the test is
+    skipped without one).  Afterwards its servers are stopped and the
+    directory removed."""
+    directory = Path(tempfile.mkdtemp(prefix="zeo-user-"))
+    directory.chmod(0o755)
+    buildout = Buildout(directory / "buildout", dist_dir, directory / "eggs")
+    buildout.dir.mkdir()
+    buildout.eggs_dir.mkdir()
+    try:
+        with system_user() as user:
+            python = interpreter_for(user.pw_name)
+            if python is None:
+                pytest.skip(f"no Python that user {user.pw_name} may run")
+            yield buildout, user, python
+    finally:
+        buildout.stop_all()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def interpreter_for(user):

@@ -5,14 +5,11 @@ sees and that nothing committed is lost."""
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import persistent.mapping
 import pytest
@@ -22,10 +19,10 @@ import ZODB.FileStorage
 import ZODB.scripts.fstest
 from BTrees.IOBTree import IOBTree
 
-from helpers import (Buildout, client, commit, interpreter_for,
+from helpers import (Buildout, another_users_buildout, client, commit,
                       mounted_tmpfs, needs_other_users, output,
-                      processes_using, read, start, system_user,
-                      use_interpreter, wait_for)
+                      processes_using, read, start, use_interpreter,
+                      wait_for)
 
 
 
@@ -293,42 +290,29 @@ def test_start_failures_say_why_in_the_first_line(buildout):
 
 @needs_other_users
 def test_effective_user_cannot_write_the_data_directory(dist_dir):
-    # The user must reach the buildout and its eggs, as in a real setup;
-    # the data lies below a directory private to root.
-    directory = Path(tempfile.mkdtemp(prefix="zeo-faults-"))
-    directory.chmod(0o755)
-    private = directory / "private"
-    (private / "data").mkdir(parents=True)
-    private.chmod(0o700)
-    buildout = Buildout(directory / "buildout", dist_dir, directory / "eggs")
-    buildout.dir.mkdir()
-    buildout.eggs_dir.mkdir()
-    try:
-        with system_user() as user:
-            python = interpreter_for(user.pw_name)
-            if python is None:
-                pytest.skip(f"no Python that user {user.pw_name} may run")
-            buildout.install(f"""
-                effective-user = {user.pw_name}
-                file-storage = {private}/data/Data.fs
-                """)
-            if python != sys.executable:
-                use_interpreter(buildout, python)
-            result = buildout.ctl("start", timeout=60)
-            assert result.returncode == 1, output(result)
-            assert first_error_line(result).startswith(
-                f"effective-user {user.pw_name!r} cannot write "
-                f"{private}/data: Permission denied"), output(result)
-            no_traceback_from_us(output(result))
-            assert not processes_using(buildout.dir)
-            # Opened to the user, it starts.
-            private.chmod(0o755)
-            start(buildout)
-            commit(("127.0.0.1", buildout.port), answer=42)
-            assert buildout.ctl("stop").returncode == 0
-    finally:
-        buildout.stop_all()
-        shutil.rmtree(directory, ignore_errors=True)
+    # The data lies below a directory private to root.
+    with another_users_buildout(dist_dir) as (buildout, user, python):
+        private = buildout.dir.parent / "private"
+        (private / "data").mkdir(parents=True)
+        private.chmod(0o700)
+        buildout.install(f"""
+            effective-user = {user.pw_name}
+            file-storage = {private}/data/Data.fs
+            """)
+        if python != sys.executable:
+            use_interpreter(buildout, python)
+        result = buildout.ctl("start", timeout=60)
+        assert result.returncode == 1, output(result)
+        assert first_error_line(result).startswith(
+            f"effective-user {user.pw_name!r} cannot write "
+            f"{private}/data: Permission denied"), output(result)
+        no_traceback_from_us(output(result))
+        assert not processes_using(buildout.dir)
+        # Opened to the user, it starts.
+        private.chmod(0o755)
+        start(buildout)
+        commit(("127.0.0.1", buildout.port), answer=42)
+        assert buildout.ctl("stop").returncode == 0
 
 
 # -- a second server on the same data ------------------------------------

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,9 @@ import ZODB.blob
 import ZODB.FileStorage
 import ZODB.POSException
 
-from helpers import (accepts, alive, Buildout, client, commit, counter_egg,
-                      interpreter_for, needs_other_users, output,
-                      processes_using, read, start, system_user,
+from helpers import (accepts, alive, another_users_buildout, Buildout,
+                      client, commit, counter_egg, needs_other_users,
+                      output, processes_using, read, start,
                       use_interpreter, wait_for)
 
 
@@ -205,37 +204,24 @@ def test_changed_option_restarts_the_server(server):
 
 @needs_other_users
 def test_effective_user(dist_dir):
-    # pytest's temporary directories are private to root; the user must
-    # be able to reach the buildout (and its eggs), as in a real setup.
-    directory = Path(tempfile.mkdtemp(prefix="zeo-effective-user-"))
-    directory.chmod(0o755)
-    buildout = Buildout(directory, dist_dir, directory / "eggs")
-    buildout.eggs_dir.mkdir()
-    try:
-        with system_user() as user:
-            python = interpreter_for(user.pw_name)
-            if python is None:
-                pytest.skip(f"no Python that user {user.pw_name} may run")
-            buildout.install(f"effective-user = {user.pw_name}")
-            if python != sys.executable:
-                use_interpreter(buildout, python)
-            start(buildout)
-            pid = status_pid(buildout)
-            uids = re.search(r"(?m)^Uid:\s+(.*)$",
-                             Path(f"/proc/{pid}/status").read_text())
-            assert {int(uid) for uid in uids.group(1).split()} == {
-                user.pw_uid}
-            address = ("127.0.0.1", buildout.port)
-            commit(address, answer=42)
-            assert read(address, "answer") == 42
-            data_fs = buildout.path("var", "filestorage", "Data.fs")
-            assert data_fs.stat().st_uid == user.pw_uid
-            stop(buildout)
-            assert not alive(pid)
-            assert wait_for(lambda: not processes_using(directory), 5)
-    finally:
-        buildout.stop_all()
-        shutil.rmtree(directory, ignore_errors=True)
+    with another_users_buildout(dist_dir) as (buildout, user, python):
+        buildout.install(f"effective-user = {user.pw_name}")
+        if python != sys.executable:
+            use_interpreter(buildout, python)
+        start(buildout)
+        pid = status_pid(buildout)
+        uids = re.search(r"(?m)^Uid:\s+(.*)$",
+                         Path(f"/proc/{pid}/status").read_text())
+        assert {int(uid) for uid in uids.group(1).split()} == {
+            user.pw_uid}
+        address = ("127.0.0.1", buildout.port)
+        commit(address, answer=42)
+        assert read(address, "answer") == 42
+        data_fs = buildout.path("var", "filestorage", "Data.fs")
+        assert data_fs.stat().st_uid == user.pw_uid
+        stop(buildout)
+        assert not alive(pid)
+        assert wait_for(lambda: not processes_using(buildout.dir), 5)
 
 
 def test_eggs_put_conflict_resolution_on_the_servers_path(

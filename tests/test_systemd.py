@@ -8,16 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from helpers import (ROOT, accepts, Buildout, commit, interpreter_for,
+from helpers import (ROOT, accepts, another_users_buildout, commit,
                       needs_other_users, new_buildout, output,
-                      processes_using, read, start, system_user,
-                      use_interpreter, wait_for)
+                      processes_using, read, start, use_interpreter,
+                      wait_for)
 
 
 def unit(buildout, part="zeo", name=None):
@@ -269,45 +267,32 @@ def test_pack_schedule_with_effective_user_as_the_readme_shows(buildout):
 
 @needs_other_users
 def test_the_pack_service_packs_as_effective_user(dist_dir):
-    # As test_server's test_effective_user: the user must reach the
-    # buildout and its eggs, which pytest's directories do not allow.
-    directory = Path(tempfile.mkdtemp(prefix="zeo-pack-user-"))
-    directory.chmod(0o755)
-    buildout = Buildout(directory, dist_dir, directory / "eggs")
-    buildout.eggs_dir.mkdir()
-    try:
-        with system_user() as user:
-            python = interpreter_for(user.pw_name)
-            if python is None:
-                pytest.skip(f"no Python that user {user.pw_name} may run")
-            buildout.install(f"""
-                effective-user = {user.pw_name}
-                pack-schedule = Sun *-*-* 03:00:00
-                pack-days = 0
-                """)
-            zeopack = buildout.path("bin", "zeopack")
-            if python != sys.executable:
-                use_interpreter(buildout, python)
-                lines = zeopack.read_text().splitlines(keepends=True)
-                zeopack.write_text(f"#!{python}\n" + "".join(lines[1:]))
-            service = unit(buildout, name="zeo-pack.service")["Service"]
-            assert service["User"] == user.pw_name
-            start(buildout)
-            address = ("127.0.0.1", buildout.port)
-            commit(address, answer=1)
-            commit(address, answer=2)
-            # User=: systemd runs ExecStart as that user.
-            result = subprocess.run(
-                ["runuser", "-u", user.pw_name, "--",
-                 *shlex.split(service["ExecStart"])], cwd="/",
-                capture_output=True, text=True, timeout=60)
-            assert result.returncode == 0, output(result)
-            assert "packed storage '1'" in result.stdout
-            old = buildout.path("var", "filestorage", "Data.fs.old")
-            assert old.stat().st_uid == user.pw_uid  # the server packed
-    finally:
-        buildout.stop_all()
-        shutil.rmtree(directory, ignore_errors=True)
+    with another_users_buildout(dist_dir) as (buildout, user, python):
+        buildout.install(f"""
+            effective-user = {user.pw_name}
+            pack-schedule = Sun *-*-* 03:00:00
+            pack-days = 0
+            """)
+        zeopack = buildout.path("bin", "zeopack")
+        if python != sys.executable:
+            use_interpreter(buildout, python)
+            lines = zeopack.read_text().splitlines(keepends=True)
+            zeopack.write_text(f"#!{python}\n" + "".join(lines[1:]))
+        service = unit(buildout, name="zeo-pack.service")["Service"]
+        assert service["User"] == user.pw_name
+        start(buildout)
+        address = ("127.0.0.1", buildout.port)
+        commit(address, answer=1)
+        commit(address, answer=2)
+        # User=: systemd runs ExecStart as that user.
+        result = subprocess.run(
+            ["runuser", "-u", user.pw_name, "--",
+             *shlex.split(service["ExecStart"])], cwd="/",
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, output(result)
+        assert "packed storage '1'" in result.stdout
+        old = buildout.path("var", "filestorage", "Data.fs.old")
+        assert old.stat().st_uid == user.pw_uid  # the server packed
 
 
 @needs_systemd_analyze
