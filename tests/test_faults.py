@@ -450,3 +450,50 @@ def check_disk_full(buildout, small):
                 assert root[key]["data"] == value, key
     finally:
         db.close()
+
+
+# -- blobs without their Data.fs --------------------------------------------
+
+def test_blobs_without_their_data_fs_are_kept(buildout, tmp_path):
+    """ZODB deletes the blob directory when it creates a new Data.fs: a
+    Data.fs moved away (or not restored yet, or a changed file-storage)
+    would cost the blobs.  The server refuses instead; buildout warns."""
+    buildout.install("blob-storage = var/blobstorage")
+    blobs = buildout.path("var", "blobstorage")
+    # bin/buildout made it private; ZODB's new file would not keep that.
+    start(buildout)
+    assert blobs.stat().st_mode & 0o777 == 0o700
+    address = ("127.0.0.1", buildout.port)
+    with client(address, blob_dir=str(tmp_path / "cache")) as db:
+        with db.transaction() as conn:
+            conn.root()["file"] = ZODB.blob.Blob(b"keep me")
+    assert buildout.ctl("stop").returncode == 0
+    data_fs = buildout.path("var", "filestorage", "Data.fs")
+    data_fs.rename(tmp_path / "Data.fs")
+
+    result = buildout.ctl("start", timeout=60)
+    assert result.returncode == 1, output(result)
+    no_traceback_from_us(output(result))
+    assert first_error_line(result).startswith(
+        f"the server exited while starting: storage 1: {blobs} holds blobs "
+        f"but {data_fs} does not exist: ZODB would delete them when it "
+        "creates a new, empty file; put back the file that goes with them "
+        f"(bin/repozo -R -o {data_fs}), or move {blobs} away"), output(result)
+    assert [p.read_bytes() for p in blobs.rglob("*.blob")] == [b"keep me"]
+    assert not data_fs.exists()
+    # bin/buildout says so too (a changed file-storage leads here).
+    result = buildout.run()
+    assert (f"[zeo] storage 1: {blobs} holds blobs but {data_fs} does not "
+            "exist") in output(result)
+    assert "the server refuses to start until then" in output(result)
+
+    (tmp_path / "Data.fs").rename(data_fs)
+    start(buildout)
+    with client(address, blob_dir=str(tmp_path / "cache2")) as db:
+        conn = db.open()
+        try:
+            with conn.root()["file"].open() as f:
+                assert f.read() == b"keep me"
+        finally:
+            conn.close()
+            transaction.abort()

@@ -1,8 +1,10 @@
 """What the tools say and ask about a server's files: where zeo.conf's
-paths start, an OS error in one line, who holds a FileStorage lock, the
-user who is to own them.  Shared by build time and run time; standard
-library only.
+paths start, an OS error in one line, who holds a FileStorage lock,
+blobs a new FileStorage would delete, the user who is to own them.
+Shared by build time and run time; standard library only.
 """
+
+import os
 
 # With relative-paths, zeo.conf names paths inside the buildout through
 # this environment variable; the generated scripts set it from their own
@@ -31,6 +33,27 @@ def lock_holder(lock_path):
     except OSError:
         return f"process {pid}"
     return f"process {pid} ({command.strip()})"
+
+
+def blob_loss(path, blob_dir, create=False):
+    """Why opening the FileStorage PATH with BLOB_DIR would delete blobs,
+    or None.  ZODB empties the blob directory whenever it creates the
+    file: when it is missing (a Data.fs not restored yet, a changed
+    file-storage), or when its section says `create true`."""
+    exists = os.path.exists(path)
+    if (not blob_dir or (exists and not create)
+            or not any(name.endswith(".blob")
+                       for _, _, names in os.walk(blob_dir)
+                       for name in names)):
+        return None
+    if exists:
+        return (f"{blob_dir} holds blobs, and the section of {path} in "
+                "zeo.conf says create true: ZODB would empty the file and "
+                "delete them; remove create from that section")
+    return (f"{blob_dir} holds blobs but {path} does not exist: ZODB would "
+            "delete them when it creates a new, empty file; put back the "
+            f"file that goes with them (bin/repozo -R -o {path}), or move "
+            f"{blob_dir} away to start with an empty database")
 
 
 def user_entry(user):

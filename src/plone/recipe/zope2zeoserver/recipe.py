@@ -14,6 +14,7 @@ from plone.recipe.zope2zeoserver.eggs import PROJECT
 from plone.recipe.zope2zeoserver.eggs import Eggs
 from plone.recipe.zope2zeoserver.eggs import activate
 from plone.recipe.zope2zeoserver.eggs import resolve
+from plone.recipe.zope2zeoserver.files import blob_loss
 from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.options import TLS_OPTIONS
 from plone.recipe.zope2zeoserver.options import WILDCARD_HOSTS
@@ -124,8 +125,7 @@ class Recipe:
             self.write_resolved(self.read_zeo_conf(
                 zeoconf.check, self.settings, self.settings.zeo_conf_path))
         else:  # resolved.conf names every file without loading zeo.conf
-            self.warn_python2_storages(
-                resolved.Resolved(found).files.values())
+            self.warn_about_storages(resolved.Resolved(found))
         # The eggs may not be (see Eggs.changed).  Scripts
         # are only rewritten where their text changes.
         if self.changed_working_set is not None:
@@ -134,8 +134,7 @@ class Recipe:
     def write_resolved(self, config):
         """parts/<part>/etc/resolved.conf (see resolved.py) from CONFIG,
         the part's zeo.conf as ZConfig read it, and the options that are
-        no part of it; and the warning about its storages that Python 2
-        wrote."""
+        no part of it; and the warnings about its storages."""
         settings = self.settings
 
         def spell(path):
@@ -153,19 +152,24 @@ class Recipe:
                       ("server-certificate", spell(tls.certificate))]
         resolved.write(resolved.path_beside(settings.zeo_conf_path), items)
         # Read back as the tools will read it.
-        self.warn_python2_storages(resolved.load(
-            settings.zeo_conf_path, settings.buildout_dir).files.values())
+        self.warn_about_storages(resolved.load(settings.zeo_conf_path,
+                                               settings.buildout_dir))
 
-    def warn_python2_storages(self, paths):
-        """A Data.fs that Python 2 wrote is refused by the server until it
-        is converted: say so now, with the way out (see python2.py)."""
-        for path in paths:
-            if path and python2.wrote(path):
+    def warn_about_storages(self, conf):
+        """What the server will refuse in the storages of CONF (a
+        `resolved.Resolved`), said now with the way out: a Data.fs that
+        Python 2 wrote (python2.py), blobs without their Data.fs."""
+        for name, path in conf.files.items():
+            if python2.wrote(path):
                 logger.warning(
                     "[%s] %s was written by Python 2: the server refuses it "
                     "until it is converted; stop the Python 2 server that "
                     "uses it, back it up, then run %s", self.name, path,
                     python2.command(self.name))
+            reason = blob_loss(path, conf.blob_dirs.get(name))
+            if reason:
+                logger.warning("[%s] storage %s: %s; the server refuses to "
+                               "start until then", self.name, name, reason)
 
     def read_zeo_conf(self, read, *args):
         """READ(*ARGS), with ZEO's refusal of the part's zeo.conf turned

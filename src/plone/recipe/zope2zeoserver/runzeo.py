@@ -6,6 +6,7 @@ addresses, so they are baked in as arguments too).  zdaemon runs this
 program; `bin/<part> fg`, systemd or supervisord may run it directly.
 """
 
+import contextlib
 import functools
 import logging
 import os
@@ -18,6 +19,7 @@ from ZODB.FileStorage.FileStorage import FileStorageFormatError
 from plone.recipe.zope2zeoserver import acceptor
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import replication
+from plone.recipe.zope2zeoserver.files import blob_loss
 from plone.recipe.zope2zeoserver.files import lock_holder
 from plone.recipe.zope2zeoserver.files import os_error_text
 from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
@@ -68,6 +70,7 @@ class Server(ZEO.runzeo.ZEOServer):
         index that Python 2 wrote is set aside to be rebuilt (ZODB would
         log a traceback loading it)."""
         self.refuse_python2_files()
+        self.refuse_blob_loss()
         for opener in self.options.storages:
             config = replication.base_config(opener)  # inside <zrs> too
             path = getattr(config, "path", None)
@@ -81,6 +84,18 @@ class Server(ZEO.runzeo.ZEOServer):
         # Only now that no other server holds the files.
         for _, path, _ in replication.file_storages(self.options.storages):
             python2.set_aside_index(path, logger.warning)
+
+    def refuse_blob_loss(self):
+        """Blobs without their Data.fs would be deleted as ZODB creates a
+        new one (see `blob_loss`): refuse, naming the way out."""
+        for opener in self.options.storages:
+            config = replication.base_config(opener)  # inside <zrs> too
+            path = getattr(config, "path", None)
+            if path and not getattr(config, "read_only", False):
+                reason = blob_loss(path, getattr(config, "blob_dir", None),
+                                   getattr(config, "create", False))
+                if reason:
+                    refuse(f"storage {opener.name}: {reason}")
 
     def refuse_python2_files(self):
         """ZODB would call a Data.fs that Python 2 wrote "not a FileStorage
@@ -99,6 +114,7 @@ class Server(ZEO.runzeo.ZEOServer):
         fail the same way."""
         try:
             super().open_storages()
+            self.keep_blob_directories_private()
         except FileStorageFormatError as e:
             refuse(f"{e} is not a FileStorage file (its first bytes are "
                    "not a FileStorage header); restore it from a backup "
@@ -111,6 +127,14 @@ class Server(ZEO.runzeo.ZEOServer):
             refuse(f"cannot open the storage: {os_error_text(e)}")
         except replication.ReplicationError as e:
             refuse(str(e))
+
+    def keep_blob_directories_private(self):
+        """ZODB recreates the blob directory of a new FileStorage with the
+        umask's mode; bin/buildout made it 0700, as ZODB advises."""
+        for _, _, blob_dir in replication.file_storages(self.options.storages):
+            if blob_dir:
+                with contextlib.suppress(OSError):  # not ours to change
+                    os.chmod(blob_dir, 0o700)
 
     def create_server(self):
         # ZEO's server, but naming a client too old to serve, and with
