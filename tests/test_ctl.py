@@ -354,6 +354,8 @@ def test_status_follows_an_edited_zeo_conf_file(buildout):
     result, errors, modules = imports(buildout, "zeo", "status")
     assert result.returncode == 3, result.stdout + errors
     assert "ZConfig" in modules  # zeo.conf read
+    assert "zeo: note: zeo.conf (or the zeo-conf file) changed since " \
+        "bin/buildout ran" in errors
     assert "plone.recipe.zope2zeoserver.ctl" not in modules
     buildout.run()
     assert f"pid-file {buildout.dir}/var/other.pid" in resolved.read_text()

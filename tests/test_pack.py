@@ -256,6 +256,11 @@ def test_tools_follow_the_zeo_conf_file(buildout, kind):
     result = buildout.script("zeopack", timeout=60)
     assert result.returncode == 0, output(result)
     assert f"packed storage 'main' at 127.0.0.1:{moved}," in result.stdout
+    assert result.stderr == (
+        "zeopack: note: zeo.conf (or the zeo-conf file) changed since "
+        "bin/buildout ran; this uses the new settings, a server started "
+        "before the change still runs the old ones (restart it, and rerun "
+        "bin/buildout)\n")
     result = buildout.ctl("stats", timeout=60)
     assert result.stdout.startswith(f"ZEO server at 127.0.0.1:{moved}\n")
     # Without resolved.conf the tools say what to do.

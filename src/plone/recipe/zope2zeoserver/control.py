@@ -29,6 +29,9 @@ def main(zeo_conf, buildout_dir, args=None):
         except resolved.Unusable:
             pass  # ctl reads zeo.conf
         else:
+            if conf.changed:
+                print(f"{os.path.basename(sys.argv[0])}: "
+                      f"{conf.changed_note()}", file=sys.stderr)
             if command == "status":
                 return quick_status(conf, arg)
             if command == "stop":

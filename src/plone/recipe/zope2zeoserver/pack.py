@@ -175,6 +175,8 @@ def main(zeo_conf, buildout_dir, args=None, script=None):
     except resolved.Unusable as e:
         print(f"zeopack: {e}", file=sys.stderr)
         return 1
+    if conf.changed:
+        print(f"zeopack: {conf.changed_note()}", file=sys.stderr)
     if script:
         return run_script(script, script_defaults(conf), args)
     address, tls = conf.address, conf.tls
@@ -230,13 +232,22 @@ class PackWatch:
         self.before = progress.file_size(self.path) if self.path else None
         self.packed = progress.NewFile(f"{self.path}.pack") \
             if self.path else None
+        self.first_size = None  # of the packed copy, once seen
         self.blob_dir = blob_dir
         self.blobs_before = blob_count(blob_dir)
 
     def state(self):
-        """(label, bytes of the packed copy written, the file's size)."""
-        return (self.label, self.packed and self.packed.size(),
-                self.before)
+        """(label, bytes of the packed copy written, the file's size).
+        The server makes the copy as it starts, then reads the whole file
+        for what is still referenced before it copies anything: the bytes
+        count once the copy grows past its first size."""
+        written = self.packed and self.packed.size()
+        if written is not None:
+            if self.first_size is None:
+                self.first_size = written
+            if written <= self.first_size:
+                written = None
+        return self.label, written, self.before
 
     def ticker(self):
         """The progress line on stderr, while it is a terminal."""

@@ -155,15 +155,27 @@ def load(zeo_conf, buildout_dir):
                  if key in PART_KEYS or key == "source"}
         for key, value in zeo_conf_items(config):
             found.setdefault(key, []).append(value)
-    return Resolved(found)
+    return Resolved(found, changed=not fresh)
 
 
 class Resolved:
     """What resolved.conf says, for the tools: {key: [values]} behind
     names."""
 
-    def __init__(self, found):
+    def __init__(self, found, changed=False):
         self.found = found
+        # Read again from a zeo.conf (or zeo-conf file) newer than the
+        # file: a server started before the edit still runs the old one.
+        self.changed = changed
+
+    def changed_note(self):
+        """The line the tools print when CHANGED, or None."""
+        if not self.changed:
+            return None
+        return ("note: zeo.conf (or the zeo-conf file) changed since "
+                "bin/buildout ran; this uses the new settings, a server "
+                "started before the change still runs the old ones "
+                "(restart it, and rerun bin/buildout)")
 
     def one(self, key, default=None):
         return self.found.get(key, [default])[0]
