@@ -61,6 +61,8 @@ setup(
         "zrs": [ZRS],
         "test": ["pytest", "pytest-timeout", "pytest-xdist", "packaging",
                  "zc.buildout", "supervisor",
+                 # The README must render as the package index shows it.
+                 "docutils",
                  *SERVER, *TLS, ZRS],
     },
     entry_points={

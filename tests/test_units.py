@@ -173,7 +173,12 @@ def test_what_a_pack_shows_of_the_files(tmp_path):
     watch = pack.PackWatch("1", str(data_fs), None)
     assert watch.state() == ("packing storage '1'", None, 1000)
     time.sleep(0.01)
-    (tmp_path / "Data.fs.pack").write_bytes(b"y" * 300)
+    # The server's new copy: its header only while it reads the file.
+    (tmp_path / "Data.fs.pack").write_bytes(b"FS30")
+    assert watch.state() == ("packing storage '1'", None, 1000)
+    assert watch.state() == ("packing storage '1'", None, 1000)
+    with open(tmp_path / "Data.fs.pack", "ab") as f:
+        f.write(b"y" * 296)
     assert watch.state() == ("packing storage '1'", 300, 1000)
     (tmp_path / "Data.fs.pack").rename(data_fs)
     assert watch.state() == ("packing storage '1'", None, 1000)
@@ -590,3 +595,29 @@ def test_progress_line_is_cut_to_the_terminal_width():
         os.close(master)
         os.close(slave)
     assert drawn.split("\r")[1] == "x" * 29
+
+
+def test_blob_loss_when_zodb_would_create_the_file(tmp_path):
+    from plone.recipe.zope2zeoserver.files import blob_loss
+    data_fs, blobs = tmp_path / "Data.fs", tmp_path / "blobs"
+    (blobs / "0x00" / "0x01").mkdir(parents=True)
+    assert blob_loss(str(data_fs), str(blobs)) is None  # no blob yet
+    assert blob_loss(str(data_fs), None) is None
+    (blobs / "0x00" / "0x01" / "0x03.blob").write_bytes(b"data")
+    assert "holds blobs but" in blob_loss(str(data_fs), str(blobs))
+    data_fs.write_bytes(b"FS30")
+    assert blob_loss(str(data_fs), str(blobs)) is None
+    assert "create true" in blob_loss(str(data_fs), str(blobs), create=True)
+
+
+@pytest.mark.parametrize("name", ["README.rst", "CHANGES.rst"])
+def test_the_manual_renders_without_a_warning(name):
+    """The package index renders them with docutils: a literal block
+    glued to the next paragraph shows as broken text there."""
+    import io
+    import docutils.core
+    warnings = io.StringIO()
+    docutils.core.publish_doctree(
+        (ROOT / name).read_text(),
+        settings_overrides={"warning_stream": warnings, "report_level": 2})
+    assert warnings.getvalue() == ""
