@@ -25,7 +25,6 @@ except ImportError:  # Windows
 
 import zc.buildout
 
-from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver.addresses import describe
 from plone.recipe.zope2zeoserver.files import user_entry
 from plone.recipe.zope2zeoserver.zeoconf import Storage
@@ -424,6 +423,7 @@ class Reader:
         if "\n" in value:
             self.fail(option, value, "give one calendar expression, on one "
                       "line")
+        from plone.recipe.zope2zeoserver import systemd  # pack-schedule's
         problem = systemd.calendar_problem(value)
         if problem:
             self.fail(option, value, (

@@ -8,7 +8,6 @@ import zc.buildout
 
 from plone.recipe.zope2zeoserver import python2
 from plone.recipe.zope2zeoserver import resolved
-from plone.recipe.zope2zeoserver import systemd
 from plone.recipe.zope2zeoserver import zeoconf
 from plone.recipe.zope2zeoserver.eggs import PROJECT
 from plone.recipe.zope2zeoserver.eggs import Eggs
@@ -22,7 +21,6 @@ from plone.recipe.zope2zeoserver.options import Address
 from plone.recipe.zope2zeoserver.options import check_tls_files
 from plone.recipe.zope2zeoserver.options import read_settings
 from plone.recipe.zope2zeoserver.options import user_error
-from plone.recipe.zope2zeoserver.scripts import Scripts
 
 
 logger = logging.getLogger("plone.recipe.zope2zeoserver")
@@ -94,6 +92,7 @@ class Recipe:
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts(
             self.eggs.working_set)
+        from plone.recipe.zope2zeoserver import systemd  # install only
         systemd.write_units(settings)
         if self.name in stopped_for_reinstall:
             stopped_for_reinstall.discard(self.name)
@@ -245,6 +244,8 @@ class Recipe:
 
     def write_scripts(self, ws):
         """The scripts with WS on their path, and the record of WS."""
+        # Here: a rerun that changes nothing writes no script.
+        from plone.recipe.zope2zeoserver.scripts import Scripts
         return Scripts(self.settings).write(ws) + [self.eggs.record(ws)]
 
     def check_neighbours(self):
