@@ -327,6 +327,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Measure what users get: Python caching compiled modules (__pycache__)
+    # after the warm-up round.  Some environments (this one's CI, some
+    # containers) turn that off, which makes every run compile every
+    # module of every recipe again.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     load_before = os.getloadavg()
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="zeo-bench-"))
