@@ -71,16 +71,13 @@ class Server(ZEO.runzeo.ZEOServer):
         log a traceback loading it)."""
         self.refuse_python2_files()
         self.refuse_blob_loss()
-        for opener in self.options.storages:
-            config = replication.base_config(opener)  # inside <zrs> too
-            path = getattr(config, "path", None)
-            if (not path or getattr(config, "read_only", False)
-                    or not os.path.exists(path + ".lock")):
+        for _, config in self.written_file_storages():
+            if not os.path.exists(config.path + ".lock"):
                 continue
             try:
-                zc.lockfile.LockFile(path + ".lock").close()
+                zc.lockfile.LockFile(config.path + ".lock").close()
             except zc.lockfile.LockError:
-                refuse(locked_message(path))
+                refuse(locked_message(config.path))
         # Only now that no other server holds the files.
         for _, path, _ in replication.file_storages(self.options.storages):
             python2.set_aside_index(path, logger.warning)
@@ -88,14 +85,20 @@ class Server(ZEO.runzeo.ZEOServer):
     def refuse_blob_loss(self):
         """Blobs without their Data.fs would be deleted as ZODB creates a
         new one (see `blob_loss`): refuse, naming the way out."""
+        for name, config in self.written_file_storages():
+            reason = blob_loss(config.path, getattr(config, "blob_dir", None),
+                               getattr(config, "create", False))
+            if reason:
+                refuse(f"storage {name}: {reason}")
+
+    def written_file_storages(self):
+        """(name, section) of each FileStorage the server will write: with
+        a path and not read-only, inside <zrs> sections too."""
         for opener in self.options.storages:
-            config = replication.base_config(opener)  # inside <zrs> too
-            path = getattr(config, "path", None)
-            if path and not getattr(config, "read_only", False):
-                reason = blob_loss(path, getattr(config, "blob_dir", None),
-                                   getattr(config, "create", False))
-                if reason:
-                    refuse(f"storage {opener.name}: {reason}")
+            config = replication.base_config(opener)
+            if (getattr(config, "path", None)
+                    and not getattr(config, "read_only", False)):
+                yield opener.name, config
 
     def refuse_python2_files(self):
         """ZODB would call a Data.fs that Python 2 wrote "not a FileStorage
