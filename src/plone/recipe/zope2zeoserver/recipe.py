@@ -86,8 +86,9 @@ class Recipe:
             f.write(zeoconf.zeo_conf_text(settings))
         if settings.server_conf:
             self.check_directories()
-        self.write_resolved(self.read_zeo_conf(zeoconf.check, settings,
-                                               conf_path))
+        # Loaded the way the control script will.
+        self.write_resolved(self.read_zeo_conf(
+            resolved.load_zeo_conf, conf_path, settings.buildout_dir))
         self.check_neighbours()
         self.report_moved_data()
         paths = [settings.part_dir] + self.write_scripts(
@@ -122,7 +123,8 @@ class Recipe:
         if not fresh:
             # A zeo-conf file edited since: its values are needed.
             self.write_resolved(self.read_zeo_conf(
-                zeoconf.check, self.settings, self.settings.zeo_conf_path))
+                resolved.load_zeo_conf, self.settings.zeo_conf_path,
+                self.settings.buildout_dir))
         else:  # resolved.conf names every file without loading zeo.conf
             self.warn_about_storages(resolved.Resolved(found))
         # The eggs may not be (see Eggs.changed).  Scripts

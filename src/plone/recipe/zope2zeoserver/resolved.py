@@ -76,9 +76,7 @@ def zeo_conf_items(config, spell=str):
     from plone.recipe.zope2zeoserver import replication
 
     def absolute(path):
-        # The server runs in the runner's directory (the part's).
-        if path and config.runner.directory:
-            path = os.path.join(config.runner.directory, path)
+        path = server_path(config, path)
         return path and spell(path)
 
     address = config.zeo.address.address
@@ -102,6 +100,14 @@ def zeo_conf_items(config, spell=str):
         if blob_dir:
             items.append(("blobs", f"{name} {absolute(blob_dir)}"))
     return [(key, value) for key, value in items if value]
+
+
+def server_path(config, path):
+    """PATH of CONFIG (a loaded zeo.conf) as the server finds it: it runs
+    in the runner's directory (the part's), where a relative one is."""
+    if path and config.runner.directory:
+        return os.path.join(config.runner.directory, path)
+    return path
 
 
 def schema_path():

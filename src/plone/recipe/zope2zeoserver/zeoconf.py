@@ -205,12 +205,6 @@ def indent(text, prefix):
                      for line in text.splitlines())
 
 
-def check(settings, path):
-    """Load the written zeo.conf the way the control script will; returns
-    the configuration object or raises ZConfig.ConfigurationError."""
-    return resolved.load_zeo_conf(path, settings.buildout_dir)
-
-
 @dataclasses.dataclass(frozen=True)
 class Storage:
     """A storage the server serves: its name, and its FileStorage file and
@@ -265,11 +259,7 @@ def server_conf(settings):
             schema, io.StringIO(text), url=settings.zeo_conf)
 
     def absolute(path):
-        # The server runs in the runner's directory (the part's, with the
-        # runner section we add).
-        if not path or not config.runner.directory:
-            return path
-        return os.path.join(config.runner.directory, path)
+        return resolved.server_path(config, path)
 
     storages = [Storage(name, absolute(path), absolute(blob_dir))
                 for name, path, blob_dir in replication.storages(
