@@ -39,7 +39,7 @@ def main(zeo_conf, buildout_dir, args=None):
                 if processes.manager_pid(processes.ask_manager(socket))[1]:
                     return processes.stop(socket, conf.stop_limit)
                 # Nothing runs under zdaemon: ctl says what runs instead.
-                return ctl_main(zeo_conf, buildout_dir, args)
+                return ctl_main(zeo_conf, buildout_dir, args, conf)
             from plone.recipe.zope2zeoserver import stats
             if command == "check":
                 return stats.check_command(conf.address, arg, conf.tls)
@@ -48,12 +48,15 @@ def main(zeo_conf, buildout_dir, args=None):
     return ctl_main(zeo_conf, buildout_dir, args)
 
 
-def ctl_main(zeo_conf, buildout_dir, args):
-    """ctl.main, with the client certificate for stats and check."""
+def ctl_main(zeo_conf, buildout_dir, args, conf=None):
+    """ctl.main, with the client certificate for stats and check from
+    CONF, resolved.conf as loaded already, or as read now."""
     from plone.recipe.zope2zeoserver import ctl
-    found, _ = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
-    # It comes from the options: never stale.
-    return ctl.main(zeo_conf, buildout_dir, args, resolved.Resolved(found).tls)
+    if conf is None:
+        # The certificate comes from the options: never stale.
+        found, _ = resolved.read(resolved.path_beside(zeo_conf), buildout_dir)
+        conf = resolved.Resolved(found)
+    return ctl.main(zeo_conf, buildout_dir, args, conf.tls)
 
 
 def quick_status(conf, arg):

@@ -138,7 +138,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
         stop timeouts.
         """
         runner = self.options.configroot.runner
-        limit = max(runner.start_timeout, runner.stop_timeout) + 5
+        limit = processes.wait_limit(runner.start_timeout, runner.stop_timeout)
         started = time.monotonic()
         was_running = bool(self.get_status())
         while True:

@@ -106,6 +106,12 @@ def status(arg, roles, socket_name, pid_file, program, accepts):
     return 0 if pid else STATUS_NOT_RUNNING
 
 
+def wait_limit(start_timeout, stop_timeout):
+    """Seconds the control script waits for the daemon manager to report
+    a start or stop: the longer of the runner's timeouts, and 5 more."""
+    return max(start_timeout, stop_timeout) + 5
+
+
 def stop(socket_name, limit, poll=0.01):
     """`stop` of the server zdaemon's manager on SOCKET_NAME runs, as
     zdctl's: the manager stops it; wait at most LIMIT seconds for that."""

@@ -224,10 +224,10 @@ class Resolved:
 
     @property
     def stop_limit(self):
-        """Seconds `stop` waits for the server, as ctl's: the longer of
-        the runner's start and stop timeouts, and 5 more."""
-        return max(float(self.one("start-timeout")),
-                   float(self.one("stop-timeout"))) + 5
+        """Seconds `stop` waits for the server (`processes.wait_limit`)."""
+        from plone.recipe.zope2zeoserver.processes import wait_limit
+        return wait_limit(float(self.one("start-timeout")),
+                          float(self.one("stop-timeout")))
 
     @property
     def pack_days(self):
