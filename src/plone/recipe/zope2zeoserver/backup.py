@@ -47,12 +47,11 @@ def repozo_main(zeo_conf, buildout_dir, args=None, script=None):
         return 1
     if options is None:  # -h: the manual went to stdout
         return 0
+    watch = None
     if options.mode == repozo.BACKUP:
         # The first backup of a part goes where -r says (1.x users wrote
         # `bin/repozo -B -r var/backups ...` without making it first).
         os.makedirs(options.repository, exist_ok=True)
-    watch = None
-    if options.mode == repozo.BACKUP:
         watch = BackupWatch(options)
     try:
         with watch.watching() if watch else contextlib.nullcontext():
