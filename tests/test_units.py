@@ -442,10 +442,11 @@ def test_failure_reason_is_the_last_error_line(lines, reason):
 
 
 def test_new_lines_since_a_mark(tmp_path):
+    from plone.recipe.zope2zeoserver import files
     from plone.recipe.zope2zeoserver import logs
     path = tmp_path / "zeo.log"
     path.write_text("".join(f"old {i}\n" for i in range(20)))
-    mark = logs.file_size(str(path))
+    mark = files.file_size(str(path))
     with path.open("a") as f:
         f.write("new 1\nnew 2\n")
     assert logs.new_lines(str(path), mark) == ["new 1\n", "new 2\n"]

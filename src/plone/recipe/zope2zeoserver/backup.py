@@ -17,6 +17,7 @@ import time
 from ZODB.scripts import repozo
 
 from plone.recipe.zope2zeoserver import resolved
+from plone.recipe.zope2zeoserver.files import file_size
 
 
 FILE_REQUIRED = "--file is required in backup mode"  # repozo's complaint
@@ -101,10 +102,8 @@ class BackupWatch:
 
     def decided(self, kind, start):
         """Repozo copies the file from START on, as a KIND backup."""
-        from plone.recipe.zope2zeoserver import progress
-
         self.kind = kind
-        self.total = backup_total(progress.file_size(self.options.file),
+        self.total = backup_total(file_size(self.options.file),
                                   start, self.options.gzip)
 
     def state(self):

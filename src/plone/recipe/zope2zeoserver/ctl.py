@@ -30,6 +30,7 @@ from plone.recipe.zope2zeoserver.processes import MANAGED_ENV
 from plone.recipe.zope2zeoserver.processes import manager_command
 from plone.recipe.zope2zeoserver.processes import running
 from plone.recipe.zope2zeoserver.files import BUILDOUT_ENV
+from plone.recipe.zope2zeoserver.files import file_size
 
 
 POLL = 0.01  # seconds between status polls (zdctl sleeps a whole second)
@@ -108,7 +109,7 @@ class Commands(zdaemon.zdctl.ZDCmd):
     def log_marks(self):
         """Where the transcript and the log end now: a failure report
         quotes what was written after that (see `explain_failure`)."""
-        return {path: logs.file_size(path)
+        return {path: file_size(path)
                 for path in (self.options.transcript, self.options.logfile)}
 
     def explain_failure(self, what, marks=None):

@@ -35,6 +35,15 @@ def lock_holder(lock_path):
     return f"process {pid} ({command.strip()})"
 
 
+def file_size(path):
+    """The size of the file at PATH, or None where there is none (or no
+    PATH)."""
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError):
+        return None
+
+
 def blob_loss(path, blob_dir, create=False):
     """Why opening the FileStorage PATH with BLOB_DIR would delete blobs,
     or None.  ZODB empties the blob directory whenever it creates the

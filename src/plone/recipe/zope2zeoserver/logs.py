@@ -7,12 +7,7 @@ import re
 import sys
 import time
 
-
-def file_size(path):
-    try:
-        return os.path.getsize(path)
-    except (OSError, TypeError):
-        return None
+from plone.recipe.zope2zeoserver.files import file_size
 
 
 def new_lines(path, mark):

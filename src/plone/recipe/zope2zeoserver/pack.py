@@ -21,6 +21,7 @@ from plone.recipe.zope2zeoserver.arguments import ArgumentParser
 from plone.recipe.zope2zeoserver.arguments import non_negative
 from plone.recipe.zope2zeoserver.addresses import client_address
 from plone.recipe.zope2zeoserver.addresses import describe
+from plone.recipe.zope2zeoserver.files import file_size
 
 
 CONNECT_TIMEOUT = 10  # seconds to wait for the server to accept the storage
@@ -229,7 +230,7 @@ class PackWatch:
         self.started = time.monotonic()
         self.label = f"packing storage {storage!r}"
         self.path = path if path and os.path.isfile(path) else None
-        self.before = progress.file_size(self.path) if self.path else None
+        self.before = file_size(self.path)
         self.packed = progress.NewFile(f"{self.path}.pack") \
             if self.path else None
         self.first_size = None  # of the packed copy, once seen
@@ -256,9 +257,7 @@ class PackWatch:
 
     def summary(self):
         """What the pack did, from its start until now."""
-        from plone.recipe.zope2zeoserver import progress
-
-        after = progress.file_size(self.path) if self.path else None
+        after = file_size(self.path)
         return pack_summary(
             self.before, after, self.blob_dir is not None,
             self.blobs_before, blob_count(self.blob_dir),

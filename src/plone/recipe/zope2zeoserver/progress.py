@@ -61,14 +61,6 @@ def line_text(label, elapsed, done=None, total=None):
     return f"{label}: {', '.join(parts)}"
 
 
-def file_size(path):
-    """The size of the file at PATH, or None where there is none."""
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
-
-
 class NewFile:
     """The file at PATH that the work writes anew (a FileStorage's .pack,
     repozo's tmp.tmp): its size once it was written since we started,
